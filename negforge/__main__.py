@@ -1,0 +1,5 @@
+"""``python -m negforge``."""
+
+from negforge.cli import main
+
+main()

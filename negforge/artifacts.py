@@ -1,0 +1,244 @@
+"""Parquet artifacts: versioned row schemas (pydantic) and provenance in the file metadata.
+
+Three artifact kinds flow through the pipeline:
+
+* ``dictionary`` -- one :class:`DictionaryEntry` per (primitive type, word);
+* ``masked`` -- one :class:`MaskedLevel` per (query, masking level);
+* ``negatives`` -- one :class:`NegativeRow` per (query, masking level), a masked level plus
+  the LLM's fill.
+
+Every file carries a :class:`Provenance` JSON document under the Parquet metadata key
+``negforge``. Files are written atomically (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from negforge import __version__
+from negforge.atomic import atomic_path
+from negforge.errors import InputError
+
+PrimitiveType = Literal["verb", "noun", "adjective", "preposition", "adverb"]
+#: The five primitive types, in the paper's masking priority order.
+PRIMITIVE_TYPES: tuple[PrimitiveType, ...] = ("verb", "noun", "adjective", "preposition", "adverb")
+
+ArtifactKind = Literal["dictionary", "masked", "negatives"]
+METADATA_KEY = b"negforge"
+#: Bump when a row schema changes incompatibly.
+SCHEMA_VERSIONS: dict[str, int] = {"dictionary": 1, "masked": 1, "negatives": 1}
+
+
+class DictionaryEntry(BaseModel):
+    """A word of the POS dictionary D with its count in the training queries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: PrimitiveType
+    word: str  # lower-cased surface form
+    lemma: str  # most frequent lemma of that surface form and type
+    count: int = Field(ge=1)
+
+
+class QueryFields(BaseModel):
+    """The fields of the query a masked or negative row belongs to."""
+
+    qid: str
+    query: str
+    vid: str
+    duration: float
+    relevant_windows: list[tuple[float, float]]
+
+
+class MaskedLevel(QueryFields):
+    """One masking level of one query (levels are nested: level j+1 masks a superset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: int = Field(ge=1)  # 1 = fewest masks = closest to the positive query
+    ratio: float
+    tokens: list[str]  # spaCy tokens of the query
+    masked_positions: list[int]  # token indices replaced by <mask>, in priority order
+    original_words: list[str]  # tokens[masked_positions[i]]
+    types: list[PrimitiveType]  # primitive type of each masked token (subjects: noun)
+    masked_query: str  # rendered with <mask> (SPEC-masking.md rule 7)
+
+
+class NegativeRow(MaskedLevel):
+    """A masked level filled in by a backend: one hard negative query."""
+
+    negative: str | None  # None when the row was dropped as invalid
+    fills: list[str]  # one fill per masked position, same order
+    valid: bool
+    invalid_reasons: list[str] = Field(default_factory=list)
+    attempts: int = 0  # backend calls spent on this query (re-asks included)
+    fallback: str | None = None  # "random" or "keep" when --on-invalid replaced the answer
+    cache_hit: bool = False
+    backend: str
+    model: str
+    prompt_version: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Provenance(BaseModel):
+    """Where an artifact came from; stored as JSON in the Parquet file metadata."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: ArtifactKind
+    schema_version: int
+    negforge_version: str = __version__
+    created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat())
+    input_files: list[str] = Field(default_factory=list)
+    input_sha256: list[str] = Field(default_factory=list)
+    spacy_model: str | None = None
+    spacy_version: str | None = None
+    ratios: list[float] | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    fingerprint: str | None = None  # pipeline stage fingerprint (inputs + code + settings)
+    summary: dict[str, Any] = Field(default_factory=dict)  # e.g. generation run summary
+
+
+ROW_MODELS: dict[str, type[BaseModel]] = {
+    "dictionary": DictionaryEntry,
+    "masked": MaskedLevel,
+    "negatives": NegativeRow,
+}
+
+_WINDOWS = pa.list_(pa.list_(pa.float64(), 2))
+_QUERY_FIELDS = [
+    pa.field("qid", pa.string(), nullable=False),
+    pa.field("query", pa.string(), nullable=False),
+    pa.field("vid", pa.string(), nullable=False),
+    pa.field("duration", pa.float64(), nullable=False),
+    pa.field("relevant_windows", _WINDOWS, nullable=False),
+]
+_MASKED_FIELDS = [
+    *_QUERY_FIELDS,
+    pa.field("level", pa.int16(), nullable=False),
+    pa.field("ratio", pa.float64(), nullable=False),
+    pa.field("tokens", pa.list_(pa.string()), nullable=False),
+    pa.field("masked_positions", pa.list_(pa.int32()), nullable=False),
+    pa.field("original_words", pa.list_(pa.string()), nullable=False),
+    pa.field("types", pa.list_(pa.string()), nullable=False),
+    pa.field("masked_query", pa.string(), nullable=False),
+]
+ARROW_SCHEMAS: dict[str, pa.Schema] = {
+    "dictionary": pa.schema(
+        [
+            pa.field("type", pa.string(), nullable=False),
+            pa.field("word", pa.string(), nullable=False),
+            pa.field("lemma", pa.string(), nullable=False),
+            pa.field("count", pa.int64(), nullable=False),
+        ]
+    ),
+    "masked": pa.schema(_MASKED_FIELDS),
+    "negatives": pa.schema(
+        [
+            *_MASKED_FIELDS,
+            pa.field("negative", pa.string(), nullable=True),
+            pa.field("fills", pa.list_(pa.string()), nullable=False),
+            pa.field("valid", pa.bool_(), nullable=False),
+            pa.field("invalid_reasons", pa.list_(pa.string()), nullable=False),
+            pa.field("attempts", pa.int32(), nullable=False),
+            pa.field("fallback", pa.string(), nullable=True),
+            pa.field("cache_hit", pa.bool_(), nullable=False),
+            pa.field("backend", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("prompt_version", pa.string(), nullable=True),
+            pa.field("input_tokens", pa.int64(), nullable=False),
+            pa.field("output_tokens", pa.int64(), nullable=False),
+        ]
+    ),
+}
+
+RowT = TypeVar("RowT", bound=BaseModel)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rows_to_table(kind: ArtifactKind, rows: Iterable[BaseModel | dict[str, Any]]) -> pa.Table:
+    """Build the Arrow table of an artifact from row models (or their dumps)."""
+    dumped = [row.model_dump() if isinstance(row, BaseModel) else row for row in rows]
+    return pa.Table.from_pylist(dumped, schema=ARROW_SCHEMAS[kind])
+
+
+def write_artifact(
+    path: str | Path,
+    table_or_rows: pa.Table | Sequence[BaseModel] | Sequence[dict[str, Any]],
+    provenance: Provenance,
+) -> Path:
+    """Write an artifact atomically with its provenance in the file metadata."""
+    kind = provenance.kind
+    table = (
+        table_or_rows
+        if isinstance(table_or_rows, pa.Table)
+        else rows_to_table(kind, table_or_rows)
+    )
+    table = table.cast(ARROW_SCHEMAS[kind])
+    metadata = dict(table.schema.metadata or {})
+    metadata[METADATA_KEY] = provenance.model_dump_json().encode()
+    table = table.replace_schema_metadata(metadata)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def read_provenance(path: str | Path) -> Provenance:
+    """Read only the provenance of an artifact (cheap: the footer alone)."""
+    path = Path(path)
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"not a readable Parquet artifact ({exc})", path=path) from exc
+    if METADATA_KEY not in metadata:
+        raise InputError("Parquet file has no negforge provenance metadata", path=path)
+    return Provenance.model_validate_json(metadata[METADATA_KEY])
+
+
+def read_artifact(
+    path: str | Path, kind: ArtifactKind | None = None
+) -> tuple[pa.Table, Provenance]:
+    """Read an artifact's table and provenance; check its kind and schema version."""
+    provenance = read_provenance(path)
+    if kind is not None and provenance.kind != kind:
+        raise InputError(f"expected a {kind} artifact, found {provenance.kind}", path=path)
+    expected = SCHEMA_VERSIONS[provenance.kind]
+    if provenance.schema_version != expected:
+        raise InputError(
+            f"{provenance.kind} schema version {provenance.schema_version} is not supported "
+            f"(this negforge reads version {expected})",
+            path=path,
+        )
+    table = pq.read_table(path)
+    return table, provenance
+
+
+def load_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
+    """Read an artifact into validated row models."""
+    kind = next(k for k, m in ROW_MODELS.items() if m is model)
+    table, _ = read_artifact(path, kind)  # type: ignore[arg-type]
+    return [model.model_validate(row) for row in table.to_pylist()]
+
+
+def provenance_json(provenance: Provenance) -> str:
+    """Pretty JSON of a provenance record (for ``negforge inspect`` and reports)."""
+    return json.dumps(provenance.model_dump(), indent=2, sort_keys=True)

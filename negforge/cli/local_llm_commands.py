@@ -1,0 +1,5 @@
+"""CLI commands of the local-LLM area (registered on import)."""
+
+from __future__ import annotations
+
+from negforge.cli.app import app  # noqa: F401

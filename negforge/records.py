@@ -1,0 +1,60 @@
+"""The query record every reader produces and every stage consumes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+#: How far a window's end may run past the video's duration, in seconds. The published
+#: Charades-STA / Charades-CG annotations overhang by up to 1.54 s (1,790 of 27,089 rows).
+WINDOW_END_TOLERANCE_S = 2.0
+
+
+class QueryRecord(BaseModel):
+    """One (video, query) pair in the Moment-DETR / SHINE jsonl vocabulary."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+    qid: str = Field(min_length=1)
+    query: str
+    vid: str = Field(min_length=1)
+    duration: float = Field(gt=0)
+    relevant_windows: list[tuple[float, float]] = Field(min_length=1)
+    masked_queries: list[str] | None = None
+    recomposed_queries: list[str] | None = None
+    #: Composition type(s) of a novel-composition sentence, e.g. {"v-n": [["take", "fridge"]]}.
+    novels: dict[str, list[list[str]]] | None = None
+
+    @field_validator("qid", mode="before")
+    @classmethod
+    def _qid_as_text(cls, value: object) -> object:
+        # QVHighlights numbers its queries; everything downstream keys on text.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query is empty")
+        return value
+
+    @field_validator("relevant_windows")
+    @classmethod
+    def _windows_inside_video(
+        cls, windows: list[tuple[float, float]], info: ValidationInfo
+    ) -> list[tuple[float, float]]:
+        duration = info.data.get("duration")
+        for start, end in windows:
+            if start < 0 or end <= start:
+                raise ValueError(f"window [{start}, {end}] is not 0 <= start < end")
+            if duration is not None and (
+                start >= duration or end > duration + WINDOW_END_TOLERANCE_S
+            ):
+                raise ValueError(
+                    f"window [{start}, {end}] lies outside the video's duration {duration}"
+                )
+        return windows
+
+    @property
+    def novel_types(self) -> list[str]:
+        """Composition types of this query ([] when the split has no ``novels``)."""
+        return sorted(self.novels) if self.novels else []

