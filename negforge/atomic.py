@@ -29,7 +29,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(target: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+def atomic_open(
+    target: str | Path, mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[IO]:
     """Open a temp file for writing; it replaces ``target`` when the block exits cleanly."""
     with atomic_path(target) as tmp:
         binary = "b" in mode

@@ -6,6 +6,7 @@ spaCy at module level, so ``negforge --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -13,12 +14,16 @@ import typer
 from negforge.cli.app import app
 from negforge.errors import NegforgeError
 
-# Command modules register themselves on import (order = order in --help).
-from negforge.cli import pipeline_commands as _pipeline_commands  # noqa: E402,F401,I001
-from negforge.cli import generate_commands as _generate_commands  # noqa: E402,F401
-from negforge.cli import local_llm_commands as _local_llm_commands  # noqa: E402,F401
-from negforge.cli import train_commands as _train_commands  # noqa: E402,F401
-from negforge.cli import report_commands as _report_commands  # noqa: E402,F401
+# Command modules register themselves on import; this order is the order of --help.
+_COMMAND_MODULES = (
+    "pipeline_commands",
+    "generate_commands",
+    "local_llm_commands",
+    "train_commands",
+    "report_commands",
+)
+for _module in _COMMAND_MODULES:
+    importlib.import_module(f"negforge.cli.{_module}")
 
 __all__ = ["app", "main"]
 
