@@ -69,6 +69,7 @@ class MaskedLevel(QueryFields):
     tokens: list[str]  # spaCy tokens of the query
     masked_positions: list[int]  # token indices replaced by <mask>, in priority order
     original_words: list[str]  # tokens[masked_positions[i]]
+    original_lemmas: list[str]  # spaCy lemma of each original word (lower case)
     types: list[PrimitiveType]  # primitive type of each masked token (subjects: noun)
     masked_query: str  # rendered with <mask> (SPEC-masking.md rule 7)
 
@@ -130,6 +131,7 @@ _MASKED_FIELDS = [
     pa.field("tokens", pa.list_(pa.string()), nullable=False),
     pa.field("masked_positions", pa.list_(pa.int32()), nullable=False),
     pa.field("original_words", pa.list_(pa.string()), nullable=False),
+    pa.field("original_lemmas", pa.list_(pa.string()), nullable=False),
     pa.field("types", pa.list_(pa.string()), nullable=False),
     pa.field("masked_query", pa.string(), nullable=False),
 ]
