@@ -1,0 +1,1 @@
+"""Test-only helpers (loopback servers, fixtures shared by several test modules)."""
