@@ -1,0 +1,86 @@
+"""Model and loss settings (pydantic) with the defaults of the paper and REFERENCE.md."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backbone = Literal["moment_detr", "qd_detr"]
+FineRankingMode = Literal["chain", "anchored"]
+
+
+class ModelConfig(BaseModel):
+    """Architecture of a Moment-DETR or QD-DETR model (REFERENCE.md "Backbone defaults")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: Backbone = "qd_detr"
+    v_dim: int = Field(gt=0, description="video clip feature size (e.g. 1024 I3D + 2 tef)")
+    t_dim: int = Field(gt=0, description="text token feature size (512 for CLIP)")
+    hidden: int = Field(256, gt=0)
+    heads: int = Field(8, gt=0)
+    ff: int = Field(1024, gt=0, description="feed-forward width of every transformer layer")
+    enc_layers: int = Field(2, ge=1, description="encoder layers (ActivityNet-CG: 3)")
+    dec_layers: int = Field(2, ge=1, description="decoder layers (ActivityNet-CG: 3)")
+    t2v_layers: int = Field(2, ge=1, description="QD-DETR text-to-video cross-attention layers")
+    num_queries: int = Field(10, ge=1, description="moment queries of the decoder")
+    input_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    input_proj_layers: int = Field(2, ge=1, description="(LayerNorm, dropout, linear) blocks")
+    max_v_len: int = Field(75, gt=0, description="clips kept per video by the data pipeline")
+    max_q_len: int = Field(32, gt=0, description="text tokens kept (ActivityNet: 50)")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.hidden % 2:
+            raise ValueError("hidden must be even (sine positional encodings)")
+        return self
+
+
+class ShineConfig(BaseModel):
+    """SHINE's coarse-to-fine saliency ranking (Eq. 1-5) and its ablation switches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="add alpha*L_cr + beta*L_fr to L_base")
+    alpha: float = Field(1.0, ge=0.0, description="weight of L_cr (Eq. 5)")
+    beta: float = Field(1.0, ge=0.0, description="weight of L_fr (Eq. 5)")
+    q: int = Field(8, ge=1, description="top-k ratio of Eq. 2: k = max(1, floor(T+/q))")
+    h1: float = Field(1.0, description="margin of L_intra (Eq. 1)")
+    h2: float = Field(2.0, description="margin of L_inter (Eq. 1)")
+    margins: tuple[float, float, float, float] = Field(
+        (0.25, 0.25, 0.25, 0.25), description="m0..m3 of Eq. 3"
+    )
+    use_intra: bool = Field(True, description="L_intra term of Eq. 1 (Table 3)")
+    use_inter: bool = Field(True, description="L_inter term of Eq. 1 (Table 3)")
+    fine_terms: tuple[bool, bool, bool, bool] = Field(
+        (True, True, True, True), description="the four hinge terms of Eq. 3 (Table 4)"
+    )
+    intra_replaces_base_saliency: bool = Field(
+        False, description="drop the backbone's in/out-of-window hinge when L_intra is on"
+    )
+    fine_ranking: FineRankingMode = Field(
+        "chain", description="chain d1<d2<d3<d4<d5 (Eq. 3) or anchored on d2 (released code)"
+    )
+
+
+class LossConfig(BaseModel):
+    """Weights of L_base (REFERENCE.md) and the SHINE settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    span_l1: float = Field(10.0, ge=0.0)
+    giou: float = Field(1.0, ge=0.0)
+    cls: float = Field(4.0, ge=0.0, description="class cross-entropy weight")
+    eos_coef: float = Field(0.1, ge=0.0, description="background class weight in the CE")
+    saliency: float = Field(1.0, ge=0.0, description="weight of every base saliency loss")
+    saliency_margin: float = Field(0.2, description="hinge margin (ActivityNet-CG: 1.0)")
+    rank_contrastive_tau: float = Field(0.5, gt=0.0, description="QD-DETR rank-contrastive")
+    match_cls: float = Field(4.0, ge=0.0, description="matcher cost of -p_fg")
+    match_span_l1: float = Field(10.0, ge=0.0, description="matcher cost of span L1")
+    match_giou: float = Field(1.0, ge=0.0, description="matcher cost of -gIoU")
+    aux: bool = Field(True, description="losses on every decoder layer")
+    shine: ShineConfig = Field(default_factory=ShineConfig)
