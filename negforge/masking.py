@@ -1,0 +1,320 @@
+"""Progressive masking (SPEC-masking.md), as pure functions over parsed tokens.
+
+A parsed token is a tuple ``(text, pos_, dep_, lemma_)`` taken from spaCy, so everything in
+this module runs (and is unit-tested) without spaCy. The rule, clause by clause:
+
+1. the query is parsed whole (done by :mod:`negforge.nlp`);
+2. subjects: every token whose lower-case text is ``person``, plus every token whose
+   ``dep_`` is ``nsubj``/``nsubjpass`` and whose ``pos_`` is not ``ADJ`` (left to right);
+3. primitive type of every other token from the coarse ``pos_``: VERB -> verb,
+   NOUN/PROPN -> noun, ADJ -> adjective, ADP -> preposition, ADV -> adverb; nothing else is
+   ever masked;
+4. priority list P: verbs, nouns, adjectives, prepositions, adverbs (each left to right),
+   then the subjects;
+5. ``N = len(P)``; for ratio ``r``: ``k = ceil(r*N)`` if ``N < 4`` else ``floor(r*N)``, at
+   least 1 (exact rational arithmetic: ratios are :class:`fractions.Fraction`);
+6. level ``j`` masks the first ``k_j`` items of P (levels are nested);
+7. rendering: tokens joined by one space, no space before a ``.`` or ``,`` token, masked
+   tokens replaced by ``<mask>``.
+
+``exclude_types`` (the Table 6 ablation) removes those types from P before N is counted, so
+they are never masked. Subjects are masked as nouns, so excluding ``noun`` drops them too.
+Whitespace-only tokens (spaCy's SPACE, e.g. from a double space or a leading space in an
+ActivityNet query) are never masked and are rendered like any other token, as the released
+Charades-CG masks do (``cabinet  below`` -> ``cabinet   below``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from negforge.artifacts import (
+    ARROW_SCHEMAS,
+    PRIMITIVE_TYPES,
+    SCHEMA_VERSIONS,
+    PrimitiveType,
+    Provenance,
+    sha256_file,
+    write_artifact,
+)
+from negforge.errors import ConfigError
+from negforge.records import QueryRecord
+
+#: ``(text, pos_, dep_, lemma_)`` of one spaCy token.
+Token = tuple[str, str, str, str]
+
+MASK = "<mask>"
+
+#: Masking ratios of the paper, per dataset (Sec. 4.1), as exact fractions.
+PRESETS: dict[str, tuple[Fraction, ...]] = {
+    "charades_cg": (Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)),
+    "anet_cg": (Fraction(1, 10), Fraction(3, 10), Fraction(1, 2)),
+}
+
+#: Clause 3: coarse POS -> primitive type.
+POS_TO_TYPE: dict[str, PrimitiveType] = {
+    "VERB": "verb",
+    "NOUN": "noun",
+    "PROPN": "noun",
+    "ADJ": "adjective",
+    "ADP": "preposition",
+    "ADV": "adverb",
+}
+SUBJECT_DEPS = frozenset({"nsubj", "nsubjpass"})
+SUBJECT_WORD = "person"
+#: Tokens rendered without a space before them (clause 7).
+NO_SPACE_BEFORE = frozenset({".", ","})
+_TYPE_RANK: dict[str, int] = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
+
+
+@dataclass(frozen=True)
+class LevelMask:
+    """The masked positions of one level, in priority order, with their types."""
+
+    level: int
+    ratio: Fraction
+    positions: tuple[int, ...]
+    types: tuple[PrimitiveType, ...]
+
+
+def parse_ratios(text: str | Sequence[float | str | Fraction]) -> tuple[Fraction, ...]:
+    """Parse ``"0.25,0.5,0.75"`` (or a sequence) into exact, increasing fractions in (0, 1]."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        ratios = tuple(
+            Fraction(str(item).strip()) if not isinstance(item, Fraction) else item
+            for item in items
+        )
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ConfigError(f"ratios must be numbers such as 0.25,0.5,0.75 ({exc})") from exc
+    if not ratios:
+        raise ConfigError("at least one masking ratio is needed")
+    if any(not 0 < r <= 1 for r in ratios):
+        raise ConfigError(f"every ratio must lie in (0, 1], got {[float(r) for r in ratios]}")
+    if any(b < a for a, b in itertools.pairwise(ratios)):
+        raise ConfigError("ratios must not decrease (levels are nested)")
+    return ratios
+
+
+def resolve_ratios(
+    preset: str | None = None, ratios: str | Sequence[float | str | Fraction] | None = None
+) -> tuple[Fraction, ...]:
+    """Ratios from ``--ratios`` if given, else from ``--preset`` (default ``charades_cg``)."""
+    if ratios is not None and (not isinstance(ratios, str) or ratios.strip()):
+        return parse_ratios(ratios)
+    name = preset or "charades_cg"
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def parse_exclude_types(text: str | Iterable[str] | None) -> frozenset[PrimitiveType]:
+    """Parse ``"preposition,adverb"`` into a set of primitive types."""
+    if text is None:
+        return frozenset()
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [item.strip().lower() for item in items if item.strip()]
+    unknown = [n for n in names if n not in _TYPE_RANK]
+    if unknown:
+        raise ConfigError(f"unknown primitive type(s) {unknown}; types are {PRIMITIVE_TYPES}")
+    return frozenset(n for n in PRIMITIVE_TYPES if n in names)
+
+
+def is_subject(token: Token) -> bool:
+    """Clause 2: ``person`` anywhere, or a non-adjective nominal subject."""
+    text, pos, dep, _ = token
+    return text.lower() == SUBJECT_WORD or (dep in SUBJECT_DEPS and pos != "ADJ")
+
+
+def primitive_type(token: Token) -> PrimitiveType | None:
+    """Clause 3: the primitive type of a non-subject token, or None (never masked)."""
+    if not token[0].strip():
+        return None
+    return POS_TO_TYPE.get(token[1])
+
+
+def priority_list(
+    tokens: Sequence[Token], exclude_types: frozenset[str] = frozenset()
+) -> list[tuple[int, PrimitiveType]]:
+    """Clause 4: (position, type) of every maskable token, in masking order."""
+    buckets: list[list[tuple[int, PrimitiveType]]] = [[] for _ in PRIMITIVE_TYPES]
+    subjects: list[tuple[int, PrimitiveType]] = []
+    for index, token in enumerate(tokens):
+        if not token[0].strip():
+            continue
+        if is_subject(token):
+            subjects.append((index, "noun"))
+            continue
+        kind = POS_TO_TYPE.get(token[1])
+        if kind is not None and kind not in exclude_types:
+            buckets[_TYPE_RANK[kind]].append((index, kind))
+    ordered = [item for bucket in buckets for item in bucket]
+    if "noun" not in exclude_types:
+        ordered.extend(subjects)
+    return ordered
+
+
+def mask_count(ratio: Fraction, n: int) -> int:
+    """Clause 5: how many items of P a level with this ratio masks (0 when P is empty)."""
+    if n <= 0:
+        return 0
+    product = ratio * n
+    k = math.ceil(product) if n < 4 else math.floor(product)
+    return min(max(k, 1), n)
+
+
+def mask_levels(
+    tokens: Sequence[Token],
+    ratios: Sequence[Fraction],
+    exclude_types: frozenset[str] = frozenset(),
+) -> list[LevelMask]:
+    """Clauses 4-6: the nested levels of one query ([] when nothing can be masked)."""
+    plan = priority_list(tokens, exclude_types)
+    if not plan:
+        return []
+    levels = []
+    for number, ratio in enumerate(ratios, start=1):
+        chosen = plan[: mask_count(ratio, len(plan))]
+        levels.append(
+            LevelMask(
+                level=number,
+                ratio=ratio,
+                positions=tuple(p for p, _ in chosen),
+                types=tuple(t for _, t in chosen),
+            )
+        )
+    return levels
+
+
+def render(texts: Sequence[str], masked: Iterable[int] = ()) -> str:
+    """Clause 7: join token texts with single spaces (none before ``.``/``,``), masking some."""
+    hidden = set(masked)
+    parts: list[str] = []
+    for index, text in enumerate(texts):
+        if index and text not in NO_SPACE_BEFORE:
+            parts.append(" ")
+        parts.append(MASK if index in hidden else text)
+    return "".join(parts)
+
+
+# --- the mask stage --------------------------------------------------------------------------
+
+
+@dataclass
+class MaskResult:
+    """What the mask stage did: rows written, queries left out and why."""
+
+    output: Path
+    queries: int
+    rows: int
+    unmaskable: list[str]
+    bad_rows: int
+    report: Path | None
+    cache_hit: bool
+
+
+def mask_columns(
+    records: Sequence[QueryRecord],
+    parsed: Sequence[Sequence[Token]],
+    ratios: Sequence[Fraction],
+    exclude_types: frozenset[str] = frozenset(),
+) -> tuple[dict[str, list[Any]], list[str]]:
+    """Masked-artifact columns (one row per query and level) and the unmaskable qids."""
+    names = [field.name for field in ARROW_SCHEMAS["masked"]]
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    unmaskable: list[str] = []
+    ratio_floats = [float(r) for r in ratios]
+    for record, tokens in zip(records, parsed, strict=True):
+        levels = mask_levels(tokens, ratios, exclude_types)
+        if not levels:
+            unmaskable.append(record.qid)
+            continue
+        texts = [t[0] for t in tokens]
+        windows = [list(w) for w in record.relevant_windows]
+        for level in levels:
+            positions = list(level.positions)
+            columns["qid"].append(record.qid)
+            columns["query"].append(record.query)
+            columns["vid"].append(record.vid)
+            columns["duration"].append(record.duration)
+            columns["relevant_windows"].append(windows)
+            columns["level"].append(level.level)
+            columns["ratio"].append(ratio_floats[level.level - 1])
+            columns["tokens"].append(texts)
+            columns["masked_positions"].append(positions)
+            columns["original_words"].append([texts[p] for p in positions])
+            columns["original_lemmas"].append([tokens[p][3].lower() for p in positions])
+            columns["types"].append(list(level.types))
+            columns["masked_query"].append(render(texts, positions))
+    return columns, unmaskable
+
+
+def mask_file(
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    preset: str | None = None,
+    ratios: str | Sequence[float | str | Fraction] | None = None,
+    exclude_types: str | Iterable[str] | None = None,
+    spacy_model: str | None = None,
+    on_error: str = "raise",
+    fmt: str | None = None,
+    split: str | None = None,
+    cache_dir: str | Path | None = None,
+    fingerprint: str | None = None,
+) -> MaskResult:
+    """Read a query file, parse it once, mask every query, write the masked artifact."""
+    from negforge.nlp import parse_texts
+    from negforge.readers import read_queries, report_path
+
+    chosen = resolve_ratios(preset, ratios)
+    excluded = parse_exclude_types(exclude_types)
+    output = Path(output)
+    result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
+    parsed = parse_texts([r.query for r in result.records], spacy_model, cache_dir=cache_dir)
+    columns, unmaskable = mask_columns(result.records, parsed.tokens, chosen, excluded)
+    table = pa.table(columns, schema=ARROW_SCHEMAS["masked"])
+    provenance = Provenance(
+        kind="masked",
+        schema_version=SCHEMA_VERSIONS["masked"],
+        input_files=[str(input_path)],
+        input_sha256=[sha256_file(input_path)],
+        spacy_model=parsed.model.name,
+        spacy_version=parsed.model.version,
+        ratios=[float(r) for r in chosen],
+        settings={
+            "preset": preset if ratios is None else None,
+            "ratios": [str(r) for r in chosen],
+            "exclude_types": sorted(excluded),
+            "on_error": on_error,
+            "format": result.format,
+            "split": split,
+        },
+        fingerprint=fingerprint,
+        summary={
+            "queries": len(result.records),
+            "rows": table.num_rows,
+            "levels": len(chosen),
+            "unmaskable_qids": unmaskable,
+            "bad_rows": len(result.bad_rows),
+        },
+    )
+    report = result.write_report(report_path(output))
+    write_artifact(output, table, provenance)
+    return MaskResult(
+        output=output,
+        queries=len(result.records),
+        rows=table.num_rows,
+        unmaskable=unmaskable,
+        bad_rows=len(result.bad_rows),
+        report=report,
+        cache_hit=parsed.cache_hit,
+    )
