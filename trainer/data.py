@@ -1,0 +1,506 @@
+"""Grounding samples, the feature-backed dataset and the batch collator.
+
+TRAIN is a negforge ``negatives`` artifact (Parquet; one row per query and masking level) or
+a SHINE jsonl with ``recomposed_queries``; evaluation splits are query jsonl files or the
+original benchmark json (``{vid: {sentences, timestamps, duration[, novels]}}``), whose
+``novels`` give the per-composition-type metrics.
+
+Collation pads videos and texts with masks, builds the targets of the criterion (normalised
+``(cx, w)`` spans, 0/1 saliency labels per REFERENCE.md) and picks every row's in-batch
+negative among the rows of *another* video (never the same video or sentence; defect 6).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from negforge.errors import InputError
+from negforge.records import QueryRecord
+from negforge.trainer.features import (
+    TextFeatureStore,
+    VideoFeatureStore,
+    append_tef,
+    fit_to_length,
+    negative_key,
+    query_key,
+)
+
+NUM_HARD_NEGATIVES = 3
+PARQUET_MAGIC = b"PAR1"
+OnMissing = Literal["error", "skip"]
+
+
+@dataclass(frozen=True)
+class GroundingSample:
+    """One (video, query) pair with its ground-truth windows and optional hard negatives."""
+
+    qid: str
+    query: str
+    vid: str
+    duration: float
+    windows: tuple[tuple[float, float], ...]
+    #: Hard negative queries, closest first (``None`` entries are missing negatives).
+    negatives: tuple[str | None, ...] = ()
+    #: True when all three negatives exist and none was flagged invalid.
+    negatives_valid: bool = False
+    #: Composition types (``v-n``, ``p-n``, ...) of a novel-composition query.
+    novel_types: tuple[str, ...] = ()
+
+
+def sample_from_record(record: QueryRecord) -> GroundingSample:
+    """A sample from a validated query record (SHINE ``recomposed_queries`` become negatives)."""
+    negatives: tuple[str | None, ...] = tuple(
+        (text if text and text.strip() else None) for text in (record.recomposed_queries or [])
+    )
+    valid = len(negatives) == NUM_HARD_NEGATIVES and all(n is not None for n in negatives)
+    return GroundingSample(
+        qid=record.qid,
+        query=record.query,
+        vid=record.vid,
+        duration=record.duration,
+        windows=tuple((float(s), float(e)) for s, e in record.relevant_windows),
+        negatives=negatives[:NUM_HARD_NEGATIVES],
+        negatives_valid=valid,
+        novel_types=tuple(record.novel_types),
+    )
+
+
+def is_negatives_artifact(path: str | Path) -> bool:
+    """Whether ``path`` is a Parquet file carrying negforge provenance metadata."""
+    import pyarrow.parquet as pq
+
+    from negforge.artifacts import METADATA_KEY
+
+    with open(path, "rb") as handle:
+        if handle.read(4) != PARQUET_MAGIC:
+            return False
+    try:
+        return METADATA_KEY in (pq.read_schema(path).metadata or {})
+    except OSError:
+        return False
+
+
+def read_query_records(path: str | Path) -> list[QueryRecord]:
+    """Query records of a jsonl / benchmark json / csv / parquet query file."""
+    from negforge.readers import read_queries
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("query file does not exist", path=path)
+    return list(read_queries(path, on_error="raise").records)
+
+
+def read_negatives_artifact(path: str | Path) -> list[GroundingSample]:
+    """Samples of a negforge negatives artifact: levels 1..3 of a qid become its negatives.
+
+    A level that is absent, ``None`` or flagged invalid marks the query's negatives invalid:
+    the row still trains on L_base + L_cr, not on L_fr.
+    """
+    from negforge.artifacts import read_artifact
+
+    table, _ = read_artifact(path, "negatives")
+    columns = ["qid", "query", "vid", "duration", "relevant_windows", "level", "negative", "valid"]
+    rows = table.select(columns).to_pylist()
+    by_qid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_qid[row["qid"]].append(row)
+    samples = []
+    for qid, group in by_qid.items():
+        first = group[0]
+        by_level = {int(r["level"]): r for r in group}
+        negatives: list[str | None] = []
+        for level in range(1, NUM_HARD_NEGATIVES + 1):
+            row = by_level.get(level)
+            ok = row is not None and bool(row["valid"]) and bool(row["negative"])
+            negatives.append(row["negative"] if ok and row is not None else None)
+        samples.append(
+            GroundingSample(
+                qid=str(qid),
+                query=first["query"],
+                vid=first["vid"],
+                duration=float(first["duration"]),
+                windows=tuple((float(s), float(e)) for s, e in first["relevant_windows"]),
+                negatives=tuple(negatives),
+                negatives_valid=all(n is not None for n in negatives),
+            )
+        )
+    return samples
+
+
+def load_train_samples(path: str | Path) -> list[GroundingSample]:
+    """TRAIN: a negatives artifact (Parquet) or a SHINE / query file (jsonl, json, csv)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("training file does not exist", path=path)
+    if is_negatives_artifact(path):
+        return read_negatives_artifact(path)
+    return [sample_from_record(r) for r in read_query_records(path)]
+
+
+def load_eval_samples(path: str | Path) -> list[GroundingSample]:
+    """An evaluation split (query jsonl or benchmark json); negatives are ignored."""
+    samples = [sample_from_record(r) for r in read_query_records(path)]
+    return [
+        GroundingSample(
+            qid=s.qid,
+            query=s.query,
+            vid=s.vid,
+            duration=s.duration,
+            windows=s.windows,
+            novel_types=s.novel_types,
+        )
+        for s in samples
+    ]
+
+
+def split_by_video(
+    samples: Sequence[GroundingSample], fraction: float, seed: int
+) -> tuple[list[GroundingSample], list[GroundingSample]]:
+    """Hold out ``fraction`` of the videos (seeded): no video is in both parts."""
+    if fraction <= 0:
+        return list(samples), []
+    vids = sorted({s.vid for s in samples})
+    if len(vids) < 2:
+        raise InputError(f"cannot hold out a validation part from {len(vids)} video(s)")
+    count = min(len(vids) - 1, max(1, round(fraction * len(vids))))
+    order = np.random.default_rng(seed).permutation(len(vids))
+    held = {vids[i] for i in order[:count]}
+    return [s for s in samples if s.vid not in held], [s for s in samples if s.vid in held]
+
+
+@dataclass
+class MissingReport:
+    """What ``on_missing=skip`` dropped."""
+
+    skipped_queries: int = 0
+    missing_videos: set[str] = field(default_factory=set)
+    missing_texts: set[str] = field(default_factory=set)
+    #: Queries whose negatives' text features were missing: kept, but without L_fr.
+    dropped_negatives: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"skipped {self.skipped_queries} queries (missing: {len(self.missing_videos)} "
+            f"videos, {len(self.missing_texts)} query texts); "
+            f"{self.dropped_negatives} queries lost their hard negatives"
+        )
+
+
+def check_features(
+    samples: Sequence[GroundingSample],
+    video_store: VideoFeatureStore,
+    text_store: TextFeatureStore,
+    *,
+    on_missing: OnMissing = "error",
+    with_negatives: bool = True,
+    source: str | Path | None = None,
+) -> tuple[list[GroundingSample], MissingReport]:
+    """Keep the samples whose features exist; raise on the first gap unless ``skip``."""
+    report = MissingReport()
+    kept: list[GroundingSample] = []
+    for sample in samples:
+        missing_video = not video_store.has(sample.vid)
+        missing_text = not text_store.has(query_key(sample.qid))
+        if missing_video or missing_text:
+            if on_missing == "error":
+                what = (
+                    f"video features for vid '{sample.vid}'"
+                    if missing_video
+                    else f"text features for qid '{sample.qid}'"
+                )
+                where = (
+                    ", ".join(map(str, video_store.missing_from(sample.vid)))
+                    if missing_video
+                    else ", ".join(str(s.path) for s in text_store.sources)
+                )
+                raise InputError(
+                    f"missing {what} (looked in {where}); pass --on-missing skip to drop such "
+                    "queries",
+                    path=source,
+                    field=sample.vid if missing_video else sample.qid,
+                )
+            report.skipped_queries += 1
+            if missing_video:
+                report.missing_videos.add(sample.vid)
+            if missing_text:
+                report.missing_texts.add(sample.qid)
+            continue
+        if with_negatives and sample.negatives_valid:
+            absent = [
+                negative_key(sample.qid, i)
+                for i in range(NUM_HARD_NEGATIVES)
+                if not text_store.has(negative_key(sample.qid, i))
+            ]
+            if absent:
+                if on_missing == "error":
+                    raise InputError(
+                        f"missing text features for hard negative '{absent[0]}' of qid "
+                        f"'{sample.qid}'; pass --on-missing skip to train it without L_fr",
+                        path=source,
+                        field=absent[0],
+                    )
+                report.dropped_negatives += 1
+                sample = GroundingSample(
+                    qid=sample.qid,
+                    query=sample.query,
+                    vid=sample.vid,
+                    duration=sample.duration,
+                    windows=sample.windows,
+                    negatives=sample.negatives,
+                    negatives_valid=False,
+                    novel_types=sample.novel_types,
+                )
+        kept.append(sample)
+    return kept, report
+
+
+def saliency_labels(
+    windows: Sequence[tuple[float, float]], clip_len: float, length: int
+) -> np.ndarray:
+    """0/1 per clip: 1 for clips ``int(st/clip_len)`` .. ``min(int(ed/clip_len), L) - 1``.
+
+    A window shorter than one clip (empty range) marks the clip its start falls in, so every
+    query has at least one positive clip.
+    """
+    labels = np.zeros(length, dtype=np.float32)
+    for start, end in windows:
+        first = int(start / clip_len)
+        last = min(int(end / clip_len), length) - 1
+        if last < first:
+            first = last = min(first, length - 1)
+        labels[max(first, 0) : last + 1] = 1.0
+    return labels
+
+
+def normalized_spans(windows: Sequence[tuple[float, float]], coverage: float) -> np.ndarray:
+    """Windows in seconds → (n, 2) ``(centre, width)`` divided by the features' time span."""
+    spans = []
+    for start, end in windows:
+        st = min(max(start, 0.0), coverage)
+        ed = min(max(end, 0.0), coverage)
+        min_width = 1e-3 * coverage  # a window beyond the features' end keeps its last instant
+        if ed - st < min_width:
+            ed = min(coverage, st + min_width)
+            st = ed - min_width
+        spans.append(((st + ed) / 2 / coverage, (ed - st) / coverage))
+    return np.asarray(spans, dtype=np.float32).reshape(-1, 2)
+
+
+@dataclass
+class Item:
+    """One prepared sample: features, labels and the time scale of its clips."""
+
+    sample: GroundingSample
+    video: np.ndarray  # (L, Dv)
+    text: np.ndarray  # (N, Dt)
+    hard_negatives: list[np.ndarray] | None  # 3 x (N_i, Dt) when the row has valid negatives
+    spans: np.ndarray  # (n, 2) normalised (cx, w)
+    saliency: np.ndarray  # (L,) 0/1
+    clip_len: float  # effective seconds per clip after pooling
+    coverage: float  # seconds the clips span (L * clip_len)
+
+
+class GroundingDataset(torch.utils.data.Dataset[Item]):
+    """Samples joined with their video and text features."""
+
+    def __init__(
+        self,
+        samples: Sequence[GroundingSample],
+        video_store: VideoFeatureStore,
+        text_store: TextFeatureStore,
+        *,
+        clip_len: float,
+        max_v_len: int | None = None,
+        use_tef: bool = True,
+        with_negatives: bool = False,
+    ) -> None:
+        self.samples = list(samples)
+        self.video_store = video_store
+        self.text_store = text_store
+        self.clip_len = clip_len
+        self.max_v_len = max_v_len
+        self.use_tef = use_tef
+        self.with_negatives = with_negatives
+        self._index = {s.qid: i for i, s in enumerate(self.samples)}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def index_of(self, qid: str) -> int:
+        """Position of a qid (KeyError-free: raises InputError naming it)."""
+        if qid not in self._index:
+            raise InputError(f"qid '{qid}' is not in this split", field=qid)
+        return self._index[qid]
+
+    def __getitem__(self, index: int) -> Item:
+        sample = self.samples[index]
+        raw = self.video_store.load(sample.vid)
+        video = fit_to_length(raw, self.max_v_len)
+        clip_len = self.clip_len * raw.shape[0] / video.shape[0]
+        if self.use_tef:
+            video = append_tef(video)
+        length = video.shape[0]
+        coverage = length * clip_len
+        negatives = None
+        if self.with_negatives and sample.negatives_valid:
+            negatives = [
+                self.text_store.load(negative_key(sample.qid, i)) for i in range(NUM_HARD_NEGATIVES)
+            ]
+        return Item(
+            sample=sample,
+            video=video,
+            text=self.text_store.load(query_key(sample.qid)),
+            hard_negatives=negatives,
+            spans=normalized_spans(sample.windows, coverage),
+            saliency=saliency_labels(sample.windows, clip_len, length),
+            clip_len=clip_len,
+            coverage=coverage,
+        )
+
+
+@dataclass
+class Batch:
+    """Padded model inputs, criterion targets and the samples they came from."""
+
+    video_feats: torch.Tensor  # (B, L, Dv)
+    video_mask: torch.Tensor  # (B, L) float
+    text_feats: torch.Tensor  # (B, N, Dt)
+    text_mask: torch.Tensor  # (B, N) float
+    hard_neg_text_feats: torch.Tensor | None  # (B, 3, N', Dt)
+    hard_neg_text_mask: torch.Tensor | None  # (B, 3, N') float
+    hard_neg_valid: torch.Tensor  # (B,) bool
+    inbatch_neg_index: torch.Tensor  # (B,) long, -1 = no other video in the batch
+    spans: list[torch.Tensor]  # (n_i, 2) normalised (cx, w)
+    saliency_labels: torch.Tensor  # (B, L) 0/1
+    samples: list[GroundingSample]
+    clip_lens: list[float]
+    coverages: list[float]
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor moved to ``device``."""
+
+        def move(t: torch.Tensor | None) -> Any:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(
+            video_feats=move(self.video_feats),
+            video_mask=move(self.video_mask),
+            text_feats=move(self.text_feats),
+            text_mask=move(self.text_mask),
+            hard_neg_text_feats=move(self.hard_neg_text_feats),
+            hard_neg_text_mask=move(self.hard_neg_text_mask),
+            hard_neg_valid=move(self.hard_neg_valid),
+            inbatch_neg_index=move(self.inbatch_neg_index),
+            spans=[move(s) for s in self.spans],
+            saliency_labels=move(self.saliency_labels),
+            samples=self.samples,
+            clip_lens=self.clip_lens,
+            coverages=self.coverages,
+        )
+
+    def model_inputs(self, *, negatives: bool) -> dict[str, Any]:
+        """Keyword arguments of the model's forward (negatives only when asked and present)."""
+        inputs: dict[str, Any] = {
+            "video_feats": self.video_feats,
+            "video_mask": self.video_mask,
+            "text_feats": self.text_feats,
+            "text_mask": self.text_mask,
+        }
+        if negatives:
+            inputs["hard_neg_text_feats"] = self.hard_neg_text_feats
+            inputs["hard_neg_text_mask"] = self.hard_neg_text_mask
+            inputs["inbatch_neg_index"] = self.inbatch_neg_index
+        return inputs
+
+    def targets(self) -> dict[str, Any]:
+        """The criterion's targets."""
+        return {
+            "spans": self.spans,
+            "saliency_labels": self.saliency_labels,
+            "video_mask": self.video_mask,
+            "hard_neg_valid": self.hard_neg_valid,
+        }
+
+
+def _pad(arrays: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
+    dim = arrays[0].shape[1]
+    out = np.zeros((len(arrays), length, dim), dtype=np.float32)
+    mask = np.zeros((len(arrays), length), dtype=np.float32)
+    for i, array in enumerate(arrays):
+        out[i, : array.shape[0]] = array
+        mask[i, : array.shape[0]] = 1.0
+    return out, mask
+
+
+def inbatch_negative_index(vids: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+    """For each row, a random row of another video (-1 when the batch has no other video)."""
+    vids = list(vids)
+    index = np.full(len(vids), -1, dtype=np.int64)
+    for i, vid in enumerate(vids):
+        others = [j for j, other in enumerate(vids) if other != vid]
+        if others:
+            index[i] = others[int(rng.integers(len(others)))]
+    return index
+
+
+class Collator:
+    """Pads a list of :class:`Item` into a :class:`Batch`.
+
+    The in-batch negatives are drawn from a generator seeded by (seed, epoch, the batch's
+    qids), so they do not depend on DataLoader workers and a resumed run draws the same ones.
+    """
+
+    def __init__(self, seed: int = 0, *, with_negatives: bool = False) -> None:
+        self.seed = seed
+        self.epoch = 0
+        self.with_negatives = with_negatives
+
+    def __call__(self, items: Sequence[Item]) -> Batch:
+        videos, video_mask = _pad([it.video for it in items], max(len(it.video) for it in items))
+        texts, text_mask = _pad([it.text for it in items], max(len(it.text) for it in items))
+        samples = [it.sample for it in items]
+        key = zlib.crc32("\x1f".join(s.qid for s in samples).encode())
+        rng = np.random.default_rng([self.seed, self.epoch, key])
+        labels = np.zeros(video_mask.shape, dtype=np.float32)
+        for i, it in enumerate(items):
+            labels[i, : len(it.saliency)] = it.saliency
+        neg_feats = neg_mask = None
+        valid = np.array([it.hard_negatives is not None for it in items], dtype=bool)
+        if self.with_negatives:
+            # Rows without valid negatives repeat their own query: finite inputs whose
+            # scores the criterion ignores (hard_neg_valid=False).
+            per_row = [
+                it.hard_negatives if it.hard_negatives is not None else [it.text] * 3
+                for it in items
+            ]
+            flat = [t for row in per_row for t in row]
+            padded, mask = _pad(flat, max(len(t) for t in flat))
+            neg_feats = torch.from_numpy(
+                padded.reshape(len(items), NUM_HARD_NEGATIVES, *padded.shape[1:])
+            )
+            neg_mask = torch.from_numpy(mask.reshape(len(items), NUM_HARD_NEGATIVES, -1))
+        return Batch(
+            video_feats=torch.from_numpy(videos),
+            video_mask=torch.from_numpy(video_mask),
+            text_feats=torch.from_numpy(texts),
+            text_mask=torch.from_numpy(text_mask),
+            hard_neg_text_feats=neg_feats,
+            hard_neg_text_mask=neg_mask,
+            hard_neg_valid=torch.from_numpy(valid),
+            inbatch_neg_index=torch.from_numpy(
+                inbatch_negative_index([s.vid for s in samples], rng)
+            ),
+            spans=[torch.from_numpy(it.spans) for it in items],
+            saliency_labels=torch.from_numpy(labels),
+            samples=samples,
+            clip_lens=[it.clip_len for it in items],
+            coverages=[it.coverage for it in items],
+        )
