@@ -109,3 +109,29 @@ def inspect_command(
     rows = pq.ParquetFile(artifact).metadata.num_rows
     typer.echo(provenance_json(provenance))
     typer.echo(f"{artifact}: {provenance.kind} artifact, {rows} rows")
+
+
+@app.command("build-dict")
+def build_dict_command(
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="training query files"),
+    output: Path = typer.Option(..., "-o", "--output", help="dictionary artifact (.parquet)"),
+    spacy_model: str | None = typer.Option(None, "--spacy-model", help=_MODEL_HELP),
+    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
+                                 callback=_check_on_error),
+    fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
+    split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
+) -> None:
+    """Build the POS dictionary D (verbs, nouns, adjectives, prepositions, adverbs + counts)."""
+    from negforge.dictionary import build_dictionary
+
+    result = build_dictionary(
+        inputs, output, spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
+        cache_dir=cache_dir,
+    )
+    sizes = ", ".join(f"{n} {kind}s" for kind, n in result.per_type.items())
+    skipped = f"; {result.bad_rows} bad rows skipped" if result.bad_rows else ""
+    typer.echo(
+        f"dictionary of {result.entries} words ({sizes}) from {result.queries} queries "
+        f"-> {output} (summary {result.summary}){skipped}"
+    )

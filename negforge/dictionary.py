@@ -1,0 +1,236 @@
+"""The POS dictionary D (paper Sec. 3.2): words of the five primitive types in the training
+queries, with their counts, and :class:`DictionaryIndex`, the lookup/sampling API the LLM
+stage uses.
+
+How words are counted:
+
+* every token of every query is typed by the coarse ``pos_`` mapping of SPEC rule 3
+  (VERB -> verb, NOUN/PROPN -> noun, ADJ -> adjective, ADP -> preposition, ADV -> adverb);
+* subjects are counted like any other token, by their own POS: the paper counts the words of
+  the five types over all training queries, and the subject rule is a masking-order rule, not
+  a word type. So ``person`` is a noun of D; a pronoun subject (``he``, PRON) is not in D;
+* the key is the lower-cased surface form; ``lemma`` is its most frequent (lower-cased) lemma
+  under that type (ties: alphabetical); tokens without a letter (``-``, ``2``) are left out;
+* rows are ordered by type (priority order), count (descending), then word: deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from negforge.artifacts import (
+    PRIMITIVE_TYPES,
+    SCHEMA_VERSIONS,
+    DictionaryEntry,
+    PrimitiveType,
+    Provenance,
+    load_rows,
+    sha256_file,
+    write_artifact,
+)
+from negforge.atomic import atomic_write_text
+from negforge.errors import ConfigError
+from negforge.masking import POS_TO_TYPE, Token
+
+SUMMARY_TOP = 15
+
+
+def count_words(parsed: Iterable[Sequence[Token]]) -> list[DictionaryEntry]:
+    """Dictionary entries of a parsed corpus (see the module docstring for the rules)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    lemmas: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    pos_to_type = POS_TO_TYPE
+    for tokens in parsed:
+        for text, pos, _dep, lemma in tokens:
+            kind = pos_to_type.get(pos)
+            if kind is None:
+                continue
+            word = text.lower()
+            key = (kind, word)
+            counts[key] += 1
+            lemmas[key][lemma.lower() or word] += 1
+    rank = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
+    entries = [
+        DictionaryEntry(
+            type=kind,  # type: ignore[arg-type]
+            word=word,
+            lemma=min(lemmas[(kind, word)].items(), key=lambda item: (-item[1], item[0]))[0],
+            count=count,
+        )
+        for (kind, word), count in counts.items()
+        if any(ch.isalpha() for ch in word)
+    ]
+    entries.sort(key=lambda e: (rank[e.type], -e.count, e.word))
+    return entries
+
+
+def summary_text(entries: Sequence[DictionaryEntry], top: int = SUMMARY_TOP) -> str:
+    """A short human-readable summary: sizes and the most frequent words of each type."""
+    lines = ["# POS dictionary D", ""]
+    for kind in PRIMITIVE_TYPES:
+        of_type = [e for e in entries if e.type == kind]
+        tokens = sum(e.count for e in of_type)
+        lines.append(f"{kind}: {len(of_type)} words, {tokens} occurrences")
+        shown = ", ".join(
+            f"{e.word} ({e.count})" if e.lemma == e.word else f"{e.word}/{e.lemma} ({e.count})"
+            for e in of_type[:top]
+        )
+        lines.append(f"  top {min(top, len(of_type))}: {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def summary_path(output: str | Path) -> Path:
+    """Where the summary of a dictionary artifact goes: ``<output>.summary.txt``."""
+    output = Path(output)
+    return output.with_name(output.name + ".summary.txt")
+
+
+@dataclass
+class BuildResult:
+    """What build-dict did."""
+
+    output: Path
+    summary: Path
+    queries: int
+    entries: int
+    per_type: dict[str, int]
+    bad_rows: int
+    reports: list[Path]
+
+
+def build_dictionary(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    *,
+    spacy_model: str | None = None,
+    on_error: str = "raise",
+    fmt: str | None = None,
+    split: str | None = None,
+    cache_dir: str | Path | None = None,
+    fingerprint: str | None = None,
+) -> BuildResult:
+    """Count the primitive words of one or more query files into a dictionary artifact."""
+    from negforge.nlp import parse_texts
+    from negforge.readers import read_queries, report_path
+
+    if not inputs:
+        raise ConfigError("build-dict needs at least one input file")
+    output = Path(output)
+    parsed_all: list[list[Token]] = []
+    queries = bad = 0
+    model_name = model_version = None
+    reports: list[Path] = []
+    for index, path in enumerate(inputs):
+        result = read_queries(path, fmt=fmt, split=split, on_error=on_error)
+        parsed = parse_texts([r.query for r in result.records], spacy_model, cache_dir=cache_dir)
+        parsed_all.extend(parsed.tokens)
+        model_name, model_version = parsed.model.name, parsed.model.version
+        queries += len(result.records)
+        bad += len(result.bad_rows)
+        suffix = "" if len(inputs) == 1 else f".{index}"
+        report = result.write_report(report_path(output.with_name(output.name + suffix)))
+        if report is not None:
+            reports.append(report)
+    entries = count_words(parsed_all)
+    per_type: dict[str, int] = {
+        k: sum(1 for e in entries if e.type == k) for k in PRIMITIVE_TYPES
+    }
+    provenance = Provenance(
+        kind="dictionary",
+        schema_version=SCHEMA_VERSIONS["dictionary"],
+        input_files=[str(p) for p in inputs],
+        input_sha256=[sha256_file(p) for p in inputs],
+        spacy_model=model_name,
+        spacy_version=model_version,
+        settings={"on_error": on_error, "format": fmt, "split": split},
+        fingerprint=fingerprint,
+        summary={"queries": queries, "entries": len(entries), "per_type": per_type,
+                 "bad_rows": bad},
+    )
+    write_artifact(output, entries, provenance)
+    summary = summary_path(output)
+    atomic_write_text(summary, summary_text(entries))
+    return BuildResult(output, summary, queries, len(entries), per_type, bad, reports)
+
+
+class DictionaryIndex:
+    """Lookups and sampling over D. Stable API used by the LLM stage.
+
+    ``words(type)`` lists a type's words by descending count; ``contains(type, word)`` is true
+    when ``word`` (any case) is a word or a lemma of that type; ``types_of(word)`` gives every
+    type whose words or lemmas include it; ``sample(type, n, rng)`` draws ``n`` distinct words.
+    """
+
+    def __init__(self, entries: Iterable[DictionaryEntry]) -> None:
+        self._entries: dict[str, list[DictionaryEntry]] = {k: [] for k in PRIMITIVE_TYPES}
+        for entry in entries:
+            self._entries[entry.type].append(entry)
+        for kind in PRIMITIVE_TYPES:
+            self._entries[kind].sort(key=lambda e: (-e.count, e.word))
+        self._words = {k: [e.word for e in v] for k, v in self._entries.items()}
+        self._counts = {k: {e.word: e.count for e in v} for k, v in self._entries.items()}
+        self._forms: dict[str, set[str]] = {
+            k: {e.word for e in v} | {e.lemma for e in v} for k, v in self._entries.items()
+        }
+
+    @staticmethod
+    def _check(kind: str) -> str:
+        if kind not in PRIMITIVE_TYPES:
+            raise ConfigError(f"unknown primitive type {kind!r}; types are {PRIMITIVE_TYPES}")
+        return kind
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._entries.values())
+
+    def entries(self, kind: PrimitiveType | str) -> list[DictionaryEntry]:
+        """The entries of one type, by descending count."""
+        return list(self._entries[self._check(kind)])
+
+    def words(self, kind: PrimitiveType | str) -> list[str]:
+        """The words of one type, by descending count (ties: alphabetical)."""
+        return list(self._words[self._check(kind)])
+
+    def count(self, kind: PrimitiveType | str, word: str) -> int:
+        """How often ``word`` occurred with this type (0 when never)."""
+        return self._counts[self._check(kind)].get(word.lower(), 0)
+
+    def contains(self, kind: PrimitiveType | str, word: str) -> bool:
+        """Whether ``word`` is a word or a lemma of this type (case-insensitive)."""
+        return word.strip().lower() in self._forms[self._check(kind)]
+
+    def types_of(self, word: str) -> set[str]:
+        """Every type whose words or lemmas include ``word``."""
+        needle = word.strip().lower()
+        return {k for k in PRIMITIVE_TYPES if needle in self._forms[k]}
+
+    def sample(
+        self,
+        kind: PrimitiveType | str,
+        n: int,
+        rng: random.Random,
+        *,
+        exclude: Iterable[str] = (),
+        weighted: bool = False,
+    ) -> list[str]:
+        """``n`` distinct words of a type (fewer if the type is smaller), drawn with ``rng``.
+
+        Uniform by default; ``weighted=True`` draws in proportion to the counts (without
+        replacement). Words in ``exclude`` (any case) are never drawn.
+        """
+        banned = {w.lower() for w in exclude}
+        pool = [e for e in self._entries[self._check(kind)] if e.word not in banned]
+        if n <= 0 or not pool:
+            return []
+        if not weighted:
+            return [e.word for e in rng.sample(pool, min(n, len(pool)))]
+        keyed = sorted(pool, key=lambda e: rng.random() ** (1.0 / e.count), reverse=True)
+        return [e.word for e in keyed[:n]]
+
+
+def load_dictionary(path: str | Path) -> DictionaryIndex:
+    """Read a dictionary artifact into a :class:`DictionaryIndex`."""
+    return DictionaryIndex(load_rows(path, DictionaryEntry))
