@@ -35,8 +35,8 @@ class ModelConfig(BaseModel):
     def _heads_divide_hidden(self) -> ModelConfig:
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        if self.hidden % 2:
-            raise ValueError("hidden must be even (sine positional encodings)")
+        if self.hidden % 4:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of 4 (sine encodings)")
         return self
 
 
