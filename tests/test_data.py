@@ -1,0 +1,209 @@
+"""Samples from both TRAIN formats, saliency labels, spans, collation and in-batch negatives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from negforge.trainer.data import (
+    Collator,
+    GroundingDataset,
+    GroundingSample,
+    check_features,
+    inbatch_negative_index,
+    load_eval_samples,
+    load_train_samples,
+    normalized_spans,
+    saliency_labels,
+    split_by_video,
+)
+from negforge.trainer.features import TextFeatureStore, VideoFeatureStore, negative_key
+from tests.support.trainer_inputs import (
+    negative_rows,
+    write_jsonl,
+    write_negatives_artifact,
+    write_npy,
+    write_npz,
+)
+
+RNG = np.random.default_rng(1)
+
+
+def test_saliency_labels_follow_the_reference_rule():
+    # Clips int(st/clip_len) .. min(int(ed/clip_len), L) - 1.
+    labels = saliency_labels([(22.7, 34.0)], 0.5, 66)
+    assert np.flatnonzero(labels).tolist() == list(range(45, 66))  # 68 capped at L = 66
+    labels = saliency_labels([(1.0, 2.6)], 0.5, 10)
+    assert np.flatnonzero(labels).tolist() == [2, 3, 4]
+    # Several windows: the union.
+    labels = saliency_labels([(0.0, 1.0), (3.0, 4.0)], 1.0, 6)
+    assert labels.tolist() == [1, 0, 0, 1, 0, 0]
+    # A window inside one clip still marks that clip.
+    assert np.flatnonzero(saliency_labels([(2.1, 2.3)], 0.5, 10)).tolist() == [4]
+
+
+def test_spans_are_normalised_centre_width():
+    spans = normalized_spans([(2.0, 6.0), (8.0, 12.0)], coverage=10.0)
+    np.testing.assert_allclose(spans, [[0.4, 0.4], [0.9, 0.2]])  # the second is clipped at 10 s
+    beyond = normalized_spans([(12.0, 14.0)], coverage=10.0)
+    assert 0 < beyond[0, 1] <= 0.01 and beyond[0, 0] + beyond[0, 1] / 2 <= 1.0 + 1e-6
+
+
+def shine_jsonl_rows():
+    rows = []
+    for i, vid in enumerate(["V1", "V1", "V2", "V3"]):
+        row = {
+            "qid": f"{vid}_train_{i}",
+            "query": f"person does thing {i}.",
+            "vid": vid,
+            "duration": 10.0,
+            "relevant_windows": [[1.0, 4.0]],
+        }
+        if i != 3:
+            row["recomposed_queries"] = [f"n{i}a", f"n{i}b", f"n{i}c"]
+        rows.append(row)
+    return rows
+
+
+def test_shine_jsonl_train_rows(tmp_path):
+    samples = load_train_samples(write_jsonl(tmp_path / "train.jsonl", shine_jsonl_rows()))
+    assert [s.negatives_valid for s in samples] == [True, True, True, False]
+    assert samples[0].negatives == ("n0a", "n0b", "n0c")
+
+
+def test_negatives_artifact_rows_grouped_per_query(tmp_path):
+    rows = [
+        *negative_rows("q1", "V1", "person opens the door", ["a", "b", "c"]),
+        *negative_rows("q2", "V2", "person eats food", ["a", None, "c"]),  # dropped level 2
+        *negative_rows(
+            "q3", "V3", "person sits down", ["a", "b", "c"], valid=[True, True, False]
+        ),  # invalid level 3
+        *negative_rows("q4", "V4", "person walks", ["a", "b"]),  # level 3 absent
+    ]
+    path = write_negatives_artifact(tmp_path / "negatives.parquet", rows)
+    samples = {s.qid: s for s in load_train_samples(path)}
+    assert samples["q1"].negatives == ("a", "b", "c") and samples["q1"].negatives_valid
+    assert samples["q2"].negatives == ("a", None, "c") and not samples["q2"].negatives_valid
+    assert samples["q3"].negatives[2] is None and not samples["q3"].negatives_valid
+    assert not samples["q4"].negatives_valid
+    assert samples["q1"].windows == ((1.0, 4.0),) and samples["q1"].duration == 10.0
+
+
+def test_eval_split_from_benchmark_json_keeps_composition_types(tmp_path):
+    split = {
+        "VA": {
+            "sentences": ["person takes a cup.", "person opens a fridge."],
+            "timestamps": [[1.0, 3.0], [4.0, 6.0]],
+            "duration": 9.0,
+            "novels": [{"v-n": [["take", "cup"]]}, {"p-n": [["in", "fridge"]]}],
+        }
+    }
+    path = tmp_path / "novel_composition.json"
+    path.write_text(json.dumps(split))
+    samples = load_eval_samples(path)
+    assert [s.qid for s in samples] == ["VA_composition_0", "VA_composition_1"]
+    assert samples[0].novel_types == ("v-n",) and samples[1].windows == ((4.0, 6.0),)
+
+
+def test_split_by_video_is_disjoint_and_seeded():
+    samples = [
+        GroundingSample(qid=f"q{i}", query="x", vid=f"v{i % 40}", duration=5.0, windows=((0, 1),))
+        for i in range(200)
+    ]
+    train, val = split_by_video(samples, 0.05, seed=2018)
+    assert len({s.vid for s in val}) == 2
+    assert not {s.vid for s in train} & {s.vid for s in val}
+    assert len(train) + len(val) == 200
+    assert split_by_video(samples, 0.05, seed=2018)[1] == val
+    assert split_by_video(samples, 0.0, seed=1) == (samples, [])
+
+
+def test_inbatch_negative_is_always_another_video():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        vids = [f"v{x}" for x in rng.integers(0, 4, size=int(rng.integers(1, 9)))]
+        index = inbatch_negative_index(vids, rng)
+        for row, neg in enumerate(index):
+            if len(set(vids)) == 1:
+                assert neg == -1
+            else:
+                assert neg >= 0 and vids[neg] != vids[row]
+
+
+def build_dataset(tmp_path, *, with_negatives=True, max_v_len=None):
+    rows = shine_jsonl_rows()
+    lengths = {"V1": 20, "V2": 16, "V3": 12}
+    for vid, length in lengths.items():
+        write_npy(tmp_path / "video", vid, RNG.normal(size=(length, 6)))
+    for row in rows:
+        write_npz(tmp_path / "text", row["qid"], "last_hidden_state", RNG.normal(size=(5, 4)))
+        for i, _ in enumerate(row.get("recomposed_queries", [])):
+            tokens = RNG.normal(size=(3 + i, 4))
+            write_npz(tmp_path / "text", negative_key(row["qid"], i), "last_hidden_state", tokens)
+    samples = load_train_samples(write_jsonl(tmp_path / "train.jsonl", rows))
+    videos = VideoFeatureStore([tmp_path / "video"])
+    texts = TextFeatureStore([tmp_path / "text"], max_q_len=32)
+    samples, _ = check_features(samples, videos, texts)
+    return GroundingDataset(
+        samples,
+        videos,
+        texts,
+        clip_len=0.5,
+        max_v_len=max_v_len,
+        use_tef=True,
+        with_negatives=with_negatives,
+    )
+
+
+def test_collate_pads_with_masks_and_builds_targets(tmp_path):
+    dataset = build_dataset(tmp_path)
+    batch = Collator(seed=3, with_negatives=True)([dataset[i] for i in range(4)])
+    assert batch.video_feats.shape == (4, 20, 8)  # 6 dims + 2 tef, padded to the longest
+    assert batch.video_mask.sum(1).tolist() == [20, 20, 16, 12]
+    assert batch.video_mask.dtype == torch.float32
+    assert torch.all(batch.video_feats[3, 12:] == 0)
+    assert batch.text_feats.shape == (4, 5, 4) and batch.text_mask.sum().item() == 20
+    assert batch.hard_neg_text_feats is not None and batch.hard_neg_text_mask is not None
+    assert batch.hard_neg_text_feats.shape == (4, 3, 5, 4)
+    assert batch.hard_neg_text_mask[0].sum(1).tolist() == [3, 4, 5]
+    assert batch.hard_neg_valid.tolist() == [True, True, True, False]
+    # A row without negatives gets finite placeholders (its own query), ignored by the loss.
+    torch.testing.assert_close(batch.hard_neg_text_feats[3, 0], batch.text_feats[3])
+    # Window 1-4 s at 0.5 s clips: clips 2..7; no label on padding.
+    assert torch.nonzero(batch.saliency_labels[0]).flatten().tolist() == list(range(2, 8))
+    assert torch.all(batch.saliency_labels * (1 - batch.video_mask) == 0)
+    torch.testing.assert_close(batch.spans[2], torch.tensor([[2.5 / 8.0, 3.0 / 8.0]]))
+    assert batch.coverages == [10.0, 10.0, 8.0, 6.0]
+    vids = [s.vid for s in batch.samples]
+    for row, neg in enumerate(batch.inbatch_neg_index.tolist()):
+        assert vids[neg] != vids[row]
+    targets = batch.targets()
+    assert set(targets) == {"spans", "saliency_labels", "video_mask", "hard_neg_valid"}
+    inputs = batch.model_inputs(negatives=True)
+    assert inputs["inbatch_neg_index"] is batch.inbatch_neg_index
+
+
+def test_inbatch_choice_is_seeded_by_epoch_not_by_worker(tmp_path):
+    dataset = build_dataset(tmp_path)
+    items = [dataset[i] for i in range(4)]
+    collator = Collator(seed=5, with_negatives=True)
+    first = collator(items).inbatch_neg_index
+    assert torch.equal(first, Collator(seed=5, with_negatives=True)(items).inbatch_neg_index)
+    draws = set()
+    for epoch in range(8):
+        collator.epoch = epoch
+        draws.add(tuple(collator(items).inbatch_neg_index.tolist()))
+    assert len(draws) > 1  # it varies over epochs
+
+
+def test_pooling_long_videos_rescales_clip_length(tmp_path):
+    dataset = build_dataset(tmp_path, with_negatives=False, max_v_len=10)
+    item = dataset[0]  # V1 has 20 clips of 0.5 s -> 10 clips of 1 s
+    assert item.video.shape == (10, 8) and item.clip_len == pytest.approx(1.0)
+    assert np.flatnonzero(item.saliency).tolist() == [1, 2, 3]
+    assert item.hard_negatives is None
+    batch = Collator()([item])
+    assert batch.hard_neg_text_feats is None and batch.inbatch_neg_index.tolist() == [-1]
