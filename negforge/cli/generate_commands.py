@@ -1,5 +1,115 @@
-"""CLI commands of the generate area (registered on import)."""
+"""CLI commands of the generate area (registered on import).
+
+``negforge generate MASKED --dict DICT --llm MODEL -o OUT``: a thin layer over
+:func:`negforge.generation.runner.generate_negatives` (imported when the command runs, so
+``negforge --help`` stays fast).
+"""
 
 from __future__ import annotations
 
-from negforge.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from negforge.cli.app import app
+from negforge.errors import ConfigError
+
+
+@app.command("generate")
+def generate_command(
+    masked: Path = typer.Argument(..., help="masked artifact (negforge mask)", exists=True,
+                                  dir_okay=False),  # fmt: skip
+    dictionary: Path = typer.Option(..., "--dict", help="dictionary artifact (build-dict)",
+                                    exists=True, dir_okay=False),  # fmt: skip
+    output: Path = typer.Option(..., "-o", "--output", help="negatives artifact to write"),
+    llm: str = typer.Option(
+        "random",
+        "--llm",
+        help="random | local | a litellm model: gpt-3.5-turbo, gemini/gemini-1.5-flash, "
+        "ollama/llama3, openai/<name> (with --api-base)",
+    ),
+    api_base: str | None = typer.Option(None, "--api-base", help="OpenAI-compatible server URL"),
+    client: str = typer.Option("auto", "--client", help="auto | openai | litellm"),
+    dict_sample: int = typer.Option(40, "--dict-sample", help="dictionary words per type shown"),
+    seed: int = typer.Option(0, "--seed"),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="answer token limit per call"),
+    max_attempts: int = typer.Option(3, "--max-attempts", help="calls per query incl. re-asks"),
+    on_invalid: str = typer.Option(
+        "random", "--on-invalid", help="drop | random | keep: what an invalid answer becomes"
+    ),
+    allow_phrases: bool = typer.Option(False, "--allow-phrases", help="multi-word fills ok"),
+    require_dict_words: bool = typer.Option(
+        False, "--require-dict-words", help="every fill must be a dictionary word of its type"
+    ),
+    concurrency: int = typer.Option(16, "--concurrency", help="requests in flight"),
+    rpm: float | None = typer.Option(None, "--rpm", help="requests-per-minute limit"),
+    tpm: float | None = typer.Option(None, "--tpm", help="tokens-per-minute limit"),
+    timeout_s: float = typer.Option(60.0, "--timeout", help="seconds per request"),
+    max_retries: int = typer.Option(6, "--max-retries", help="retries per call (429/5xx/...)"),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir",
+                                          help="response cache (default ~/.cache/negforge)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the cache"),
+    no_resume: bool = typer.Option(False, "--no-resume",
+                                   help="ignore finished rows of an earlier run"),
+    prompt_template: str = typer.Option("negative_fill", "--prompt", help="prompt template id"),
+    prompt_version: int | None = typer.Option(None, "--prompt-version",
+                                              help="template version (default: newest)"),
+    response_format: str = typer.Option(
+        "auto", "--response-format", help="auto | json_schema | json_object | none"
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="only the first N queries"),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="print calls, tokens and cost; spend nothing"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Fill every masked level with a hard negative (LLM or the random baseline)."""
+    from pydantic import ValidationError
+
+    from negforge.generation.config import GenerateConfig
+    from negforge.generation.runner import estimate_generation, generate_negatives
+
+    settings: dict[str, Any] = {
+        "llm": llm,
+        "api_base": api_base,
+        "client": client,
+        "dict_sample": dict_sample,
+        "seed": seed,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "max_attempts": max_attempts,
+        "on_invalid": on_invalid,
+        "allow_phrases": allow_phrases,
+        "require_dict_words": require_dict_words,
+        "concurrency": concurrency,
+        "rpm": rpm,
+        "tpm": tpm,
+        "timeout_s": timeout_s,
+        "max_retries": max_retries,
+        "cache_dir": cache_dir,
+        "no_cache": no_cache,
+        "resume": not no_resume,
+        "prompt_template": prompt_template,
+        "prompt_version": prompt_version,
+        "response_format": response_format,
+        "limit": limit,
+        "quiet": quiet,
+    }
+    try:
+        config = GenerateConfig.model_validate(settings)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid generate options: {problems}") from exc
+    if dry_run:
+        estimate = estimate_generation(masked, dictionary, config)
+        for line in estimate.lines():
+            typer.echo(line)
+        return
+    summary = generate_negatives(masked, dictionary, output, config)
+    for line in summary.lines():
+        typer.echo(line)
+    typer.echo(f"wrote {output}")

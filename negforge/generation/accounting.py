@@ -1,0 +1,189 @@
+"""Tokens, cost and the run summary.
+
+Prices come from the model map that litellm bundles with its package
+(``model_prices_and_context_window_backup.json``), read as a file: nothing is fetched, and
+pricing a run does not pay litellm's import time. Token counting for ``--dry-run`` uses
+``litellm.token_counter`` (imported lazily with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` and
+``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+_PRICE_MAP_FILE = "model_prices_and_context_window_backup.json"
+
+
+def offline_litellm_environment() -> None:
+    """Make litellm use its bundled price map and never reach a model hub."""
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+
+
+def import_litellm() -> Any:
+    """Import litellm offline (its price map from the package, no telemetry)."""
+    offline_litellm_environment()
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class ModelInfo(BaseModel):
+    """What litellm's bundled map says about a model (None: not listed)."""
+
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
+    supports_response_schema: bool | None = None
+    provider: str | None = None
+
+
+@lru_cache(maxsize=1)
+def _price_map() -> dict[str, Any]:
+    spec = find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / _PRICE_MAP_FILE
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+@lru_cache(maxsize=64)
+def model_info(model: str) -> ModelInfo | None:
+    """The bundled map's entry for a litellm model string (``openai/x`` also tries ``x``)."""
+    table = _price_map()
+    candidates = [model]
+    if "/" in model:
+        provider, bare = model.split("/", 1)
+        candidates.append(bare)
+    else:
+        provider = None
+    for name in candidates:
+        entry = table.get(name)
+        if not isinstance(entry, dict):
+            continue
+        listed = entry.get("litellm_provider")
+        if name != model and provider and listed and not str(listed).startswith(provider):
+            continue
+        return ModelInfo(
+            input_cost_per_token=entry.get("input_cost_per_token"),
+            output_cost_per_token=entry.get("output_cost_per_token"),
+            supports_response_schema=entry.get("supports_response_schema"),
+            provider=listed,
+        )
+    return None
+
+
+def cost_usd(model: str | None, input_tokens: int, output_tokens: int) -> float | None:
+    """Dollar cost of the tokens at the bundled prices; None when the model has no price."""
+    if model is None:
+        return 0.0
+    if input_tokens == 0 and output_tokens == 0:
+        return 0.0
+    info = model_info(model)
+    if info is None or info.input_cost_per_token is None or info.output_cost_per_token is None:
+        return None
+    return input_tokens * info.input_cost_per_token + output_tokens * info.output_cost_per_token
+
+
+def count_tokens(model: str, messages: Sequence[Mapping[str, str]] | None = None,
+                 text: str | None = None) -> int:
+    """Tokens of chat messages (or a text) by litellm's counter; ~4 chars/token if it fails."""
+    litellm = import_litellm()
+    try:
+        if messages is not None:
+            return int(litellm.token_counter(model=model, messages=[dict(m) for m in messages]))
+        return int(litellm.token_counter(model=model, text=text or ""))
+    except Exception:  # unknown tokenizer: fall back to the usual rule of thumb
+        chars = sum(len(m.get("content", "")) for m in messages or []) + len(text or "")
+        return max(1, chars // 4)
+
+
+def _cost_text(cost: float | None) -> str:
+    return "n/a (no price in litellm's map)" if cost is None else f"${cost:.4f}"
+
+
+class GenerationSummary(BaseModel):
+    """What one ``generate`` run did (also stored in the artifact's provenance)."""
+
+    backend: str
+    model: str
+    prompt_version: str | None
+    queries: int  # queries in the output
+    rows: int  # rows in the output (one per query and level)
+    resumed_queries: int = 0  # taken from an earlier, interrupted run
+    generated_queries: int = 0  # produced by this run
+    calls: int = 0  # backend requests sent by this run (re-asks included)
+    cache_hits: int = 0  # requests answered from the cache
+    retries: int = 0  # transient failures retried
+    reasks: int = 0  # requests that asked again after an invalid answer
+    fallbacks: int = 0  # rows replaced by --on-invalid random/keep
+    dropped: int = 0  # rows left empty by --on-invalid drop
+    failed_queries: int = 0  # queries whose calls failed after all retries
+    invalid_rows: int = 0  # generated rows whose backend answer stayed invalid
+    invalid_rate: float = 0.0  # invalid_rows / generated rows
+    valid_rows: int = 0  # output rows whose negative passes validation
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = 0.0  # None: the model has no price in litellm's map
+    wall_s: float = 0.0
+    #: reason code -> generated rows whose answer failed it
+    reasons: dict[str, int] = Field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """A short human-readable report."""
+        cost = _cost_text(self.cost_usd)
+        lines = [
+            f"backend {self.backend}  model {self.model}  prompt {self.prompt_version or '-'}",
+            f"rows {self.rows} ({self.queries} queries; {self.generated_queries} generated, "
+            f"{self.resumed_queries} resumed)",
+            f"calls {self.calls}  cache hits {self.cache_hits}  retries {self.retries}  "
+            f"re-asks {self.reasks}",
+            f"valid rows {self.valid_rows}/{self.rows}  invalid answers {self.invalid_rows} "
+            f"({self.invalid_rate:.1%})  fallbacks {self.fallbacks}  dropped {self.dropped}  "
+            f"failed queries {self.failed_queries}",
+            f"tokens in {self.input_tokens}  out {self.output_tokens}  cost {cost}",
+            f"wall {self.wall_s:.1f} s",
+        ]
+        if self.reasons:
+            detail = ", ".join(f"{code} {count}" for code, count in sorted(self.reasons.items()))
+            lines.append(f"invalid answers by reason: {detail}")
+        return lines
+
+
+class GenerationEstimate(BaseModel):
+    """What ``--dry-run`` predicts before anything is spent."""
+
+    backend: str
+    model: str
+    queries: int
+    rows: int
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    cached_calls: int = 0  # first requests already in the cache (not paid again)
+
+    def lines(self) -> list[str]:
+        cost = _cost_text(self.cost_usd)
+        return [
+            f"dry run: backend {self.backend}  model {self.model}",
+            f"queries {self.queries}  rows {self.rows}",
+            f"calls {self.calls} (one per query, before re-asks; {self.cached_calls} already "
+            "cached)",
+            f"estimated tokens in {self.input_tokens}  out {self.output_tokens}",
+            f"estimated cost {cost}",
+        ]

@@ -1,0 +1,76 @@
+"""The response cache (diskcache): a hit makes no backend call.
+
+The key is a sha256 over the backend, the model, the prompt template id and version, the
+rendered messages, the sampling parameters and the seed, so any change to what would be
+sent is a miss. Only answers and token counts are stored, never keys or headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+#: Bump to invalidate every cached answer (e.g. if the stored value changes shape).
+CACHE_FORMAT = 1
+
+
+class CachedAnswer(BaseModel):
+    """What a backend answered to one request."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def cache_key(
+    *,
+    backend: str,
+    model: str,
+    template: str,
+    messages: Sequence[Mapping[str, str]],
+    params: Mapping[str, Any],
+) -> str:
+    """A stable hex key for one request (``params``: sampling parameters, seed, format)."""
+    document = {
+        "format": CACHE_FORMAT,
+        "backend": backend,
+        "model": model,
+        "template": template,
+        "messages": [dict(message) for message in messages],
+        "params": dict(params),
+    }
+    encoded = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+class ResponseCache:
+    """A diskcache-backed map from request keys to :class:`CachedAnswer` (safe across processes)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        import diskcache
+
+        self.directory = Path(directory)
+        self._cache = diskcache.Cache(str(self.directory), size_limit=2**32)
+
+    def get(self, key: str) -> CachedAnswer | None:
+        raw = self._cache.get(key)
+        if not isinstance(raw, str):
+            return None
+        try:
+            return CachedAnswer.model_validate_json(raw)
+        except ValueError:
+            return None  # a corrupt entry is a miss
+
+    def set(self, key: str, answer: CachedAnswer) -> None:
+        self._cache.set(key, answer.model_dump_json())
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,108 @@
+"""Settings of a generation run (``negforge generate`` and the pipeline's ``generate`` stage)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: ``--llm random``: the paper's random-sample baseline (no network, no LLM).
+RANDOM_BACKEND = "random"
+#: ``--llm local``: the llama.cpp server that ``negforge serve-local`` starts.
+LOCAL_BACKEND = "local"
+DEFAULT_LOCAL_URL = "http://127.0.0.1:8765/v1"
+LOCAL_URL_ENV = "NEGFORGE_LOCAL_LLM_URL"
+LOCAL_MODEL_ENV = "NEGFORGE_LOCAL_LLM_MODEL"
+DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
+CACHE_DIR_ENV = "NEGFORGE_CACHE_DIR"
+
+OnInvalid = Literal["drop", "random", "keep"]
+ClientKind = Literal["auto", "openai", "litellm"]
+ResponseFormatKind = Literal["auto", "json_schema", "json_object", "none"]
+
+# Settings that change what a run produces; the others (concurrency, limits, cache location,
+# verbosity) only change how fast or how loudly it gets there.
+_OUTPUT_SETTINGS = (
+    "llm",
+    "dict_sample",
+    "seed",
+    "temperature",
+    "max_tokens",
+    "max_attempts",
+    "on_invalid",
+    "allow_phrases",
+    "require_dict_words",
+    "prompt_template",
+    "prompt_version",
+    "response_format",
+    "limit",
+)
+
+
+def default_cache_dir() -> Path:
+    """``$NEGFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/negforge/generate`` (~/.cache)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "negforge" / "generate"
+
+
+class GenerateConfig(BaseModel):
+    """Every option of a generation run; unknown keys are rejected (typos in pipeline files)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: str = Field(
+        default=RANDOM_BACKEND,
+        description="'random', 'local' or a litellm model string (gpt-3.5-turbo, "
+        "gemini/gemini-1.5-flash, ollama/llama3, openai/<name> with api_base)",
+        min_length=1,
+    )
+    api_base: str | None = Field(default=None, description="OpenAI-compatible server URL")
+    client: ClientKind = Field(
+        default="auto",
+        description="auto: OpenAI-compatible backends use the openai client directly, "
+        "others litellm; 'litellm' forces litellm for every backend",
+    )
+    dict_sample: int = Field(default=40, ge=1, description="dictionary words per type shown")
+    seed: int = 0
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=256, ge=1)
+    max_attempts: int = Field(default=3, ge=1, description="calls per query incl. re-asks")
+    on_invalid: OnInvalid = "random"
+    allow_phrases: bool = False
+    require_dict_words: bool = False
+    concurrency: int = Field(default=16, ge=1)
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, description="retries per call on 429/5xx/...")
+    max_backoff_s: float = Field(default=60.0, gt=0)
+    cache_dir: Path | None = None
+    no_cache: bool = False
+    resume: bool = Field(default=True, description="reuse finished rows of an earlier run")
+    dry_run: bool = False
+    quiet: bool = False
+    prompt_template: str = "negative_fill"
+    prompt_version: int | None = Field(default=None, description="None: the newest version")
+    response_format: ResponseFormatKind = "auto"
+    limit: int | None = Field(default=None, ge=1, description="only the first N queries")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> GenerateConfig:
+        if self.llm == RANDOM_BACKEND and self.api_base:
+            raise ValueError("api_base makes no sense with llm=random")
+        return self
+
+    @property
+    def is_random(self) -> bool:
+        return self.llm == RANDOM_BACKEND
+
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that decide the output (stored in provenance, part of the run key)."""
+        return {name: getattr(self, name) for name in _OUTPUT_SETTINGS}

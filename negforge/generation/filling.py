@@ -1,0 +1,381 @@
+"""Filling one query's masks: the LLM path (ask, validate, re-ask) and the random baseline.
+
+Both produce a :class:`QueryOutcome`: the generated fields of every level's row plus what the
+query cost. ``--on-invalid`` decides what an answer that stays invalid becomes:
+
+* ``drop`` -- the row keeps no negative (``negative`` None, ``valid`` False);
+* ``keep`` -- the row keeps the backend's last answer (``valid`` False, ``fallback`` keep);
+* ``random`` -- the row gets a random-baseline fill (``fallback`` random; ``valid`` judges it).
+
+``invalid_reasons`` always lists why the backend's answer was rejected (empty when it passed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from negforge.artifacts import MaskedLevel
+from negforge.generation.answers import parse_answer
+from negforge.generation.cache import CachedAnswer, ResponseCache, cache_key
+from negforge.generation.client import (
+    BackendSpec,
+    ChatClient,
+    Completion,
+    SamplingParams,
+    response_format_for,
+)
+from negforge.generation.config import GenerateConfig
+from negforge.generation.errors import RetryableCallError
+from negforge.generation.prompts import Message, PromptTemplate, level_key, response_schema
+from negforge.generation.ratelimit import RateLimiter
+from negforge.generation.retry import call_with_retries
+from negforge.generation.sampling import (
+    WordList,
+    query_rng,
+    random_level_fills,
+    random_query_fills,
+    sample_dictionary,
+)
+from negforge.generation.validation import (
+    ValidationResult,
+    WordDictionary,
+    validate_query,
+)
+
+#: Row reason when a query's backend calls failed after every retry (not a validation code).
+BACKEND_ERROR = "backend_error"
+
+#: What each reason code tells the model in a re-ask.
+REASK_TEXT: dict[str, str] = {
+    "wrong_fill_count": "give exactly one replacement per <mask>",
+    "empty_fill": "a replacement was empty",
+    "phrase_fill": "a replacement had several words; use one word per <mask>",
+    "unmasked_changed": "keep every unmasked word exactly as it is",
+    "copied_original": "a replacement repeated the hidden original word",
+    "equals_positive": "the sentence equals the original query",
+    "duplicate_level": "this level repeats another level",
+    "not_in_dictionary": "use words from the dictionary lists",
+    "wrong_type": "use a word of the type given for that <mask>",
+}
+
+
+class WordSource(WordList, WordDictionary, Protocol):
+    """The dictionary interface filling needs (``negforge.dictionary.DictionaryIndex``)."""
+
+
+@dataclass
+class QueryJob:
+    """One query: its masked levels (ascending) and their artifact rows."""
+
+    qid: str
+    levels: list[MaskedLevel]
+    raw_rows: list[dict[str, Any]] = field(default_factory=list)  # the masked rows as read
+
+
+@dataclass
+class QueryOutcome:
+    """The generated part of a query's rows and what it cost."""
+
+    qid: str
+    rows: list[dict[str, Any]]  # generated fields per level (NegativeRow minus MaskedLevel)
+    requests: int = 0  # requests made (network or cache)
+    calls: int = 0  # requests that went to the backend
+    cache_hits: int = 0
+    retries: int = 0
+    reasks: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    failed: bool = False  # the first call failed after all retries
+    error: str | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def journal_entry(self) -> dict[str, Any]:
+        """What the journal keeps of a finished query."""
+        return {
+            "qid": self.qid,
+            "rows": self.rows,
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "retries": self.retries,
+            "reasks": self.reasks,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class RowMeta:
+    """The row fields fixed for a whole run."""
+
+    backend: str
+    model: str
+    prompt_version: str | None
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` split over ``parts`` rows (remainder on the first), so rows sum to it."""
+    base, rest = divmod(total, parts)
+    return [base + (rest if index == 0 else 0) for index in range(parts)]
+
+
+def finish_rows(
+    job: QueryJob,
+    results: Sequence[ValidationResult],
+    *,
+    config: GenerateConfig,
+    dictionary: WordSource,
+    meta: RowMeta,
+    requests: int,
+    cache_hit: bool,
+    input_tokens: int,
+    output_tokens: int,
+    extra_reasons: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Rows for a query's final results, applying ``--on-invalid`` to invalid levels."""
+    rows: list[dict[str, Any]] = []
+    in_split = _split(input_tokens, len(job.levels))
+    out_split = _split(output_tokens, len(job.levels))
+    taken = {job.levels[0].query.lower()}
+    taken.update(r.negative.lower() for r in results if r.valid and r.negative is not None)
+    fallback_rng = query_rng(config.seed, job.qid, "fallback")
+    for index, (level, result) in enumerate(zip(job.levels, results, strict=True)):
+        reasons = list(dict.fromkeys([*extra_reasons, *result.reasons]))
+        negative, fills, valid, fallback = result.negative, result.fills, result.valid, None
+        if not valid:
+            if config.on_invalid == "drop":
+                negative = None
+            elif config.on_invalid == "keep":
+                fallback = "keep"
+            else:
+                fills = random_level_fills(level, dictionary, fallback_rng, taken)
+                check = validate_query(
+                    [level],
+                    [fills],
+                    allow_phrases=config.allow_phrases,
+                    dictionary=dictionary,
+                    require_dict_words=config.require_dict_words,
+                )[0]
+                negative = check.negative
+                valid = check.valid and (negative or "").lower() not in taken
+                fallback = "random"
+                if negative is not None:
+                    taken.add(negative.lower())
+        rows.append(
+            {
+                "level": level.level,
+                "negative": negative,
+                "fills": list(fills),
+                "valid": bool(valid),
+                "invalid_reasons": reasons,
+                "attempts": requests,
+                "fallback": fallback,
+                "cache_hit": cache_hit,
+                "backend": meta.backend,
+                "model": meta.model,
+                "prompt_version": meta.prompt_version,
+                "input_tokens": in_split[index],
+                "output_tokens": out_split[index],
+            }
+        )
+    return rows
+
+
+class RandomFiller:
+    """The paper's random-sample baseline: dictionary words of the masked word's type."""
+
+    def __init__(self, config: GenerateConfig, dictionary: WordSource) -> None:
+        self.config = config
+        self.dictionary = dictionary
+        self.meta = RowMeta(backend="random", model="random", prompt_version=None)
+
+    async def fill(self, job: QueryJob) -> QueryOutcome:
+        started = time.perf_counter()
+        fills = random_query_fills(job.levels, self.dictionary, self.config.seed)
+        results = validate_query(
+            job.levels,
+            fills,
+            allow_phrases=self.config.allow_phrases,
+            dictionary=self.dictionary,
+            require_dict_words=self.config.require_dict_words,
+        )
+        rows = finish_rows(
+            job,
+            results,
+            config=self.config,
+            dictionary=self.dictionary,
+            meta=self.meta,
+            requests=0,
+            cache_hit=False,
+            input_tokens=0,
+            output_tokens=0,
+        )
+        return QueryOutcome(qid=job.qid, rows=rows, seconds=time.perf_counter() - started)
+
+
+def _problems(results: Sequence[ValidationResult], levels: Sequence[MaskedLevel],
+              parse_problem: str | None) -> list[str]:
+    problems = [parse_problem] if parse_problem else []
+    for level, result in zip(levels, results, strict=True):
+        if result.valid:
+            continue
+        hints = "; ".join(REASK_TEXT.get(code, code) for code in result.reasons)
+        problems.append(f"{level_key(level.level)}: {hints}")
+    return problems
+
+
+class LLMFiller:
+    """Ask a chat backend for every level of a query at once; re-ask while invalid."""
+
+    def __init__(
+        self,
+        *,
+        config: GenerateConfig,
+        spec: BackendSpec,
+        client: ChatClient,
+        template: PromptTemplate,
+        dictionary: WordSource,
+        cache: ResponseCache | None,
+        limiter: RateLimiter,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.client = client
+        self.template = template
+        self.dictionary = dictionary
+        self.cache = cache
+        self.limiter = limiter
+        self.params = SamplingParams(
+            temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed
+        )
+        self.meta = RowMeta(
+            backend=spec.provider, model=spec.model, prompt_version=template.label
+        )
+
+    def render(self, job: QueryJob) -> list[Message]:
+        """The first request's messages for a query (deterministic per seed and qid)."""
+        subset = sample_dictionary(
+            self.dictionary, job.levels, self.config.dict_sample, self.config.seed
+        )
+        return self.template.render(job.levels, subset)
+
+    def request_key(self, messages: Sequence[Message], response_format: Any) -> str:
+        """The cache key of one request."""
+        return cache_key(
+            backend=self.spec.provider,
+            model=self.spec.model,
+            template=self.template.label,
+            messages=messages,
+            params={**self.params.as_dict(), "response_format": response_format},
+        )
+
+    async def _request(
+        self, messages: list[Message], response_format: Any, outcome: QueryOutcome
+    ) -> Completion:
+        outcome.requests += 1
+        key = None
+        if self.cache is not None:
+            key = self.request_key(messages, response_format)
+            hit = self.cache.get(key)
+            if hit is not None:
+                outcome.cache_hits += 1
+                return Completion(hit.text, hit.input_tokens, hit.output_tokens)
+        estimate = 0
+        if self.limiter.active:
+            estimate = sum(len(m["content"]) for m in messages) // 4
+            estimate += self.params.max_tokens or 256
+            await self.limiter.acquire(estimate)
+
+        def count_retry(_: RetryableCallError, __: float) -> None:
+            outcome.retries += 1
+
+        outcome.calls += 1
+        completion = await call_with_retries(
+            lambda: self.client.complete(messages, response_format, self.params),
+            max_retries=self.config.max_retries,
+            max_backoff_s=self.config.max_backoff_s,
+            on_retry=count_retry,
+        )
+        if self.limiter.active:
+            self.limiter.settle(estimate, completion.input_tokens + completion.output_tokens)
+        outcome.input_tokens += completion.input_tokens
+        outcome.output_tokens += completion.output_tokens
+        if self.cache is not None and key is not None:
+            self.cache.set(
+                key,
+                CachedAnswer(
+                    text=completion.text,
+                    input_tokens=completion.input_tokens,
+                    output_tokens=completion.output_tokens,
+                ),
+            )
+        return completion
+
+    def _validate(self, job: QueryJob, fills: Sequence[Sequence[str]]) -> list[ValidationResult]:
+        return validate_query(
+            job.levels,
+            fills,
+            allow_phrases=self.config.allow_phrases,
+            dictionary=self.dictionary,
+            require_dict_words=self.config.require_dict_words,
+        )
+
+    async def fill(self, job: QueryJob) -> QueryOutcome:
+        started = time.perf_counter()
+        outcome = QueryOutcome(qid=job.qid, rows=[])
+        messages = self.render(job)
+        response_format = response_format_for(self.spec.wire_format, response_schema(job.levels))
+        chosen: list[list[str]] = [[] for _ in job.levels]
+        chosen_valid = [False] * len(job.levels)
+        results: list[ValidationResult] | None = None
+        extra_reasons: list[str] = []
+        for attempt in range(self.config.max_attempts):
+            try:
+                completion = await self._request(messages, response_format, outcome)
+            except RetryableCallError as exc:
+                if attempt == 0:
+                    outcome.failed, outcome.error = True, str(exc)
+                    extra_reasons = [BACKEND_ERROR]
+                break  # a failed re-ask: keep the best answer so far
+            if attempt:
+                outcome.reasks += 1
+            parsed = parse_answer(completion.text, job.levels)
+            fresh = self._validate(job, parsed.fills)
+            for index, result in enumerate(fresh):
+                if not chosen_valid[index]:  # keep a level that was already valid
+                    chosen[index] = result.fills
+                    chosen_valid[index] = result.valid
+            results = self._validate(job, chosen)
+            chosen_valid = [result.valid for result in results]
+            if all(chosen_valid):
+                break
+            if attempt + 1 < self.config.max_attempts:
+                problems = _problems(results, job.levels, parsed.problem)
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": completion.text},
+                    self.template.reask(messages, job.levels, problems),
+                ]
+        if results is None:
+            results = [
+                ValidationResult(valid=False, reasons=[], fills=[], negative=None)
+                for _ in job.levels
+            ]
+        outcome.rows = finish_rows(
+            job,
+            results,
+            config=self.config,
+            dictionary=self.dictionary,
+            meta=self.meta,
+            requests=outcome.requests,
+            cache_hit=outcome.requests > 0 and outcome.cache_hits == outcome.requests,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            extra_reasons=extra_reasons,
+        )
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+

@@ -1,0 +1,137 @@
+"""The run journal: an append-only JSON-lines file of finished queries, for resuming.
+
+Each finished query is one line, written with a single ``write`` to an ``O_APPEND`` file
+descriptor, so it survives the process being killed (SIGKILL included) the moment the call
+returns; a background thread ``fsync``\\s soon after (group commit), so a power loss costs at
+most the last few lines without the event loop ever blocking on the disk. The first line
+records the run key: a journal left by a run with other inputs or settings is discarded.
+A torn last line (a kill mid-write) is cut off on open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+JOURNAL_FORMAT = 1
+
+
+def journal_path_for(output_path: Path) -> Path:
+    """The journal that belongs to an output artifact (a hidden sibling file)."""
+    return output_path.with_name(f".{output_path.name}.journal.jsonl")
+
+
+class _Syncer(threading.Thread):
+    """fsyncs a file descriptor whenever asked, coalescing requests (group commit)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(name="negforge-journal-fsync", daemon=True)
+        self._fd = fd
+        self._wanted = threading.Event()
+        self._stopping = False
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            os.fsync(self._fd)
+            if self._stopping:
+                return
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self.join()
+
+
+class RunJournal:
+    """Finished queries of one run (keyed by qid), durable line by line."""
+
+    def __init__(self, path: Path, run_key: str) -> None:
+        self.path = path
+        self.run_key = run_key
+        self.entries: dict[str, dict[str, Any]] = {}
+        self._fd: int | None = None
+        self._syncer: _Syncer | None = None
+
+    @classmethod
+    def open(cls, path: Path, run_key: str, *, resume: bool = True) -> RunJournal:
+        """Open (and read) the journal; start a new one if it belongs to another run."""
+        journal = cls(path, run_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and path.exists() and journal._load():
+            flags = os.O_WRONLY | os.O_APPEND
+            journal._fd = os.open(path, flags)
+        else:
+            journal._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            header = {"negforge_journal": JOURNAL_FORMAT, "run_key": run_key}
+            os.write(journal._fd, (json.dumps(header) + "\n").encode())
+            os.fsync(journal._fd)
+        journal._syncer = _Syncer(journal._fd)
+        journal._syncer.start()
+        return journal
+
+    def _load(self) -> bool:
+        """Read the entries; False when the journal is not this run's (or unreadable)."""
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):  # a torn final line: cut it off
+            os.truncate(self.path, len(complete))
+        lines = complete.splitlines()
+        if not lines:
+            return False
+        try:
+            header = json.loads(lines[0])
+        except ValueError:
+            return False
+        expected = {"negforge_journal": JOURNAL_FORMAT, "run_key": self.run_key}
+        if {key: header.get(key) for key in expected} != expected:
+            return False
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("qid"), str):
+                self.entries[entry["qid"]] = entry
+        return True
+
+    def __contains__(self, qid: object) -> bool:
+        return qid in self.entries
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.entries.values())
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        """Record one finished query (must carry ``qid``): durable against kills at return."""
+        if self._fd is None:
+            raise RuntimeError("the journal is closed")
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+        data = memoryview(line.encode())
+        while data:
+            data = data[os.write(self._fd, data) :]
+        self.entries[str(entry["qid"])] = dict(entry)
+        if self._syncer is not None:
+            self._syncer.request()
+
+    def close(self) -> None:
+        """Flush to disk and close (idempotent)."""
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Close and delete the journal (once the final artifact is safely written)."""
+        self.close()
+        self.path.unlink(missing_ok=True)

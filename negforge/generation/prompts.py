@@ -1,0 +1,191 @@
+"""Versioned prompt templates (package ``negforge.prompts``) and the messages they render.
+
+A template file ``<id>.v<version>.txt`` has three sections, ``system``, ``user`` and
+``reask``, each opened by a line ``=== name ===``; lines before the first section starting
+with ``#`` are comments. Placeholders use :class:`string.Template` syntax (``$name``).
+
+One request covers every masking level of a query. The last user message carries a fenced
+JSON block ``{"query", "levels": [{"level", "masked_query", "masks", "mask_types"}],
+"dictionary": {type: [words]}}``; the answer is ``{"level_1": [...], "level_2": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from negforge.artifacts import MaskedLevel
+from negforge.errors import ConfigError
+
+TEMPLATE_PACKAGE = "negforge.prompts"
+_FILE_NAME = re.compile(r"^(?P<id>[A-Za-z0-9_\-]+)\.v(?P<version>\d+)\.txt$")
+_SECTION = re.compile(r"^=== (?P<name>[a-z_]+) ===\s*$")
+_SECTIONS = ("system", "user", "reask")
+
+Message = dict[str, str]
+
+
+def level_key(level: int) -> str:
+    """The answer key of a masking level (``level_1`` ...)."""
+    return f"level_{level}"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One version of a prompt template."""
+
+    template_id: str
+    version: int
+    system: string.Template
+    user: string.Template
+    reask_text: string.Template
+
+    @property
+    def label(self) -> str:
+        """``<id>@v<version>``, as stored in rows and provenance."""
+        return f"{self.template_id}@v{self.version}"
+
+    def render(
+        self, levels: Sequence[MaskedLevel], dictionary_subset: Mapping[str, Sequence[str]]
+    ) -> list[Message]:
+        """The chat messages asking for every level's fills of one query."""
+        first = levels[0]
+        values = {
+            "query": first.query,
+            "n_levels": str(len(levels)),
+            "payload": payload_json(levels, dictionary_subset),
+            "keys": _keys_text(levels),
+        }
+        return [
+            {"role": "system", "content": self.system.substitute(values)},
+            {"role": "user", "content": self.user.substitute(values)},
+        ]
+
+    def reask(
+        self, messages: Sequence[Message], levels: Sequence[MaskedLevel], problems: Sequence[str]
+    ) -> Message:
+        """The user message that asks again, listing what was wrong.
+
+        It repeats the request's fenced JSON block, so the last user message of every
+        request carries the query (servers and logs can rely on that).
+        """
+        reasons = "\n".join(f"- {problem}" for problem in problems)
+        block = fenced_payload(messages)
+        return {
+            "role": "user",
+            "content": self.reask_text.substitute(
+                reasons=reasons, keys=_keys_text(levels), payload=block or ""
+            ),
+        }
+
+
+def payload_json(
+    levels: Sequence[MaskedLevel], dictionary_subset: Mapping[str, Sequence[str]]
+) -> str:
+    """The JSON block of a request: the query, its levels and the dictionary sample."""
+    first = levels[0]
+    payload = {
+        "query": first.query,
+        "levels": [
+            {
+                "level": level.level,
+                "masked_query": level.masked_query,
+                "masks": len(level.masked_positions),
+                "mask_types": list(level.types),
+            }
+            for level in levels
+        ],
+        "dictionary": {kind: list(words) for kind, words in dictionary_subset.items()},
+    }
+    return json.dumps(payload, ensure_ascii=False)
+
+
+_FENCED = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
+
+
+def fenced_payload(messages: Sequence[Message]) -> str | None:
+    """The JSON text of the last fenced block among the user messages, or None."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            match = _FENCED.search(message.get("content", ""))
+            if match:
+                return match.group(1)
+    return None
+
+
+def _keys_text(levels: Sequence[MaskedLevel]) -> str:
+    return ", ".join(f'"{level_key(level.level)}"' for level in levels)
+
+
+def response_schema(levels: Sequence[MaskedLevel]) -> dict[str, Any]:
+    """JSON schema of the answer: ``level_j`` is an array of exactly k_j strings."""
+    properties = {
+        level_key(level.level): {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": len(level.masked_positions),
+            "maxItems": len(level.masked_positions),
+        }
+        for level in levels
+    }
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def available_templates() -> dict[str, list[int]]:
+    """Template ids shipped in ``negforge.prompts`` with their versions, ascending."""
+    found: dict[str, list[int]] = {}
+    for entry in resources.files(TEMPLATE_PACKAGE).iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match:
+            found.setdefault(match["id"], []).append(int(match["version"]))
+    return {key: sorted(versions) for key, versions in sorted(found.items())}
+
+
+def parse_template(template_id: str, version: int, text: str) -> PromptTemplate:
+    """Split a template file into its sections."""
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        match = _SECTION.match(line)
+        if match:
+            current = match["name"]
+            if current not in _SECTIONS:
+                raise ConfigError(f"prompt {template_id} v{version}: unknown section {current}")
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+        elif line.strip() and not line.startswith("#"):
+            raise ConfigError(f"prompt {template_id} v{version}: text before the first section")
+    missing = [name for name in _SECTIONS if name not in sections]
+    if missing:
+        raise ConfigError(f"prompt {template_id} v{version}: missing sections {missing}")
+    body = {name: string.Template("\n".join(lines).strip()) for name, lines in sections.items()}
+    return PromptTemplate(template_id, version, body["system"], body["user"], body["reask"])
+
+
+@lru_cache(maxsize=16)
+def load_template(template_id: str = "negative_fill", version: int | None = None) -> PromptTemplate:
+    """Load a template by id, the newest version unless one is named."""
+    versions = available_templates().get(template_id)
+    if not versions:
+        raise ConfigError(
+            f"no prompt template {template_id!r} (available: {sorted(available_templates())})"
+        )
+    chosen = versions[-1] if version is None else version
+    if chosen not in versions:
+        raise ConfigError(f"prompt template {template_id!r} has no version {chosen} ({versions})")
+    text = resources.files(TEMPLATE_PACKAGE).joinpath(f"{template_id}.v{chosen}.txt").read_text(
+        encoding="utf-8"
+    )
+    return parse_template(template_id, chosen, text)

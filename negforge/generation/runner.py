@@ -1,0 +1,475 @@
+"""``generate``: fill a masked artifact's levels with hard negatives, resumably and concurrently.
+
+:func:`generate_negatives` reads the masked artifact and the dictionary, skips the queries an
+earlier run of the same settings already finished (its journal, or its finished artifact),
+fills the rest with ``--concurrency`` asyncio workers, journals each finished query at once,
+and finally writes the negatives artifact atomically with the run summary in its provenance.
+:func:`estimate_generation` is ``--dry-run``: calls, tokens and cost, nothing spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from negforge.artifacts import (
+    SCHEMA_VERSIONS,
+    MaskedLevel,
+    Provenance,
+    read_artifact,
+    read_provenance,
+    sha256_file,
+    write_artifact,
+)
+from negforge.errors import ConfigError, InputError, NegforgeError
+from negforge.generation.accounting import (
+    GenerationEstimate,
+    GenerationSummary,
+    cost_usd,
+    count_tokens,
+)
+from negforge.generation.cache import ResponseCache
+from negforge.generation.client import BackendSpec, make_client, resolve_backend
+from negforge.generation.config import GenerateConfig
+from negforge.generation.errors import FatalCallError
+from negforge.generation.filling import (
+    BACKEND_ERROR,
+    LLMFiller,
+    QueryJob,
+    QueryOutcome,
+    RandomFiller,
+    WordSource,
+)
+from negforge.generation.journal import RunJournal, journal_path_for
+from negforge.generation.progress import RunProgress
+from negforge.generation.prompts import PromptTemplate, level_key, load_template
+from negforge.generation.ratelimit import RateLimiter
+from negforge.generation.sampling import FrozenDictionary
+
+__all__ = [
+    "GenerationEstimate",
+    "GenerationSummary",
+    "estimate_generation",
+    "generate_negatives",
+    "load_jobs",
+]
+
+Filler = RandomFiller | LLMFiller
+
+
+def load_jobs(masked_path: Path) -> tuple[list[QueryJob], Provenance]:
+    """The masked artifact as one job per query (levels ascending), in file order."""
+    table, provenance = read_artifact(masked_path, "masked")
+    jobs: dict[str, QueryJob] = {}
+    for index, raw in enumerate(table.to_pylist()):
+        try:
+            level = MaskedLevel.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
+        job = jobs.get(level.qid)
+        if job is None:
+            job = jobs[level.qid] = QueryJob(qid=level.qid, levels=[], raw_rows=[])
+        if any(existing.level == level.level for existing in job.levels):
+            raise InputError(
+                f"query {level.qid} has level {level.level} twice",
+                path=masked_path,
+                line=index + 1,
+                field="level",
+            )
+        job.levels.append(level)
+        job.raw_rows.append(raw)
+    for job in jobs.values():
+        order = sorted(range(len(job.levels)), key=lambda i: job.levels[i].level)
+        job.levels = [job.levels[i] for i in order]
+        job.raw_rows = [job.raw_rows[i] for i in order]
+    return list(jobs.values()), provenance
+
+
+def load_word_source(dictionary_path: Path) -> WordSource:
+    """The POS dictionary D (``negforge.dictionary.load_dictionary``)."""
+    from negforge.dictionary import load_dictionary
+
+    return FrozenDictionary(load_dictionary(dictionary_path))
+
+
+def _template_for(config: GenerateConfig) -> PromptTemplate | None:
+    if config.is_random:
+        return None
+    return load_template(config.prompt_template, config.prompt_version)
+
+
+def _run_key(
+    config: GenerateConfig,
+    spec: BackendSpec | None,
+    template: PromptTemplate | None,
+    input_hashes: Sequence[str],
+) -> str:
+    """Identity of a run's rows: inputs and output settings (not ``limit``, not speed knobs)."""
+    settings = {k: v for k, v in config.output_settings().items() if k != "limit"}
+    document = {
+        "inputs": list(input_hashes),
+        "settings": settings,
+        "backend": [spec.provider, spec.model, spec.wire_format] if spec else "random",
+        "template": template.label if template else None,
+    }
+    encoded = json.dumps(document, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _finished_rows_of_output(
+    output_path: Path, run_key: str
+) -> dict[str, dict[str, Any]]:
+    """Queries a finished artifact of the same run holds (those without backend errors)."""
+    if not output_path.exists():
+        return {}
+    try:
+        provenance = read_provenance(output_path)
+        if provenance.kind != "negatives" or getattr(provenance, "run_key", None) != run_key:
+            return {}
+        table, _ = read_artifact(output_path, "negatives")
+    except (NegforgeError, OSError, ValueError):
+        return {}
+    generated = [
+        "level", "negative", "fills", "valid", "invalid_reasons", "attempts", "fallback",
+        "cache_hit", "backend", "model", "prompt_version", "input_tokens", "output_tokens",
+    ]  # fmt: skip
+    by_qid: dict[str, dict[str, Any]] = {}
+    for row in table.select(["qid", *generated]).to_pylist():
+        entry = by_qid.setdefault(row["qid"], {"qid": row["qid"], "rows": []})
+        entry["rows"].append({name: row[name] for name in generated})
+    return {
+        qid: entry
+        for qid, entry in by_qid.items()
+        if not any(BACKEND_ERROR in row["invalid_reasons"] for row in entry["rows"])
+    }
+
+
+async def _run_jobs(
+    jobs: Sequence[QueryJob],
+    fill: Callable[[QueryJob], Coroutine[Any, Any, QueryOutcome]],
+    record: Callable[[QueryOutcome], None],
+    concurrency: int,
+) -> None:
+    """Run ``fill`` over the jobs with ``concurrency`` workers; the first fatal error stops all."""
+    iterator = iter(jobs)
+
+    async def worker() -> None:
+        for job in iterator:  # workers share one iterator: each job runs once
+            record(await fill(job))
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, len(jobs))))]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+def _summarise(
+    *,
+    config: GenerateConfig,
+    meta_backend: str,
+    meta_model: str,
+    prompt_label: str | None,
+    all_rows: Sequence[dict[str, Any]],
+    queries: int,
+    resumed: int,
+    outcomes: Sequence[QueryOutcome],
+    wall_s: float,
+    price_model: str | None,
+) -> GenerationSummary:
+    generated_rows = [row for outcome in outcomes for row in outcome.rows]
+    invalid = [row for row in generated_rows if not row["valid"] or row["fallback"] is not None]
+    reasons: dict[str, int] = {}
+    for row in invalid:
+        for code in row["invalid_reasons"]:
+            reasons[code] = reasons.get(code, 0) + 1
+    input_tokens = sum(outcome.input_tokens for outcome in outcomes)
+    output_tokens = sum(outcome.output_tokens for outcome in outcomes)
+    return GenerationSummary(
+        backend=meta_backend,
+        model=meta_model,
+        prompt_version=prompt_label,
+        queries=queries,
+        rows=len(all_rows),
+        resumed_queries=resumed,
+        generated_queries=len(outcomes),
+        calls=sum(outcome.calls for outcome in outcomes),
+        cache_hits=sum(outcome.cache_hits for outcome in outcomes),
+        retries=sum(outcome.retries for outcome in outcomes),
+        reasks=sum(outcome.reasks for outcome in outcomes),
+        fallbacks=sum(1 for row in generated_rows if row["fallback"] is not None),
+        dropped=sum(1 for row in generated_rows if row["negative"] is None),
+        failed_queries=sum(1 for outcome in outcomes if outcome.failed),
+        invalid_rows=len(invalid),
+        invalid_rate=len(invalid) / len(generated_rows) if generated_rows else 0.0,
+        valid_rows=sum(1 for row in all_rows if row["valid"]),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd(price_model, input_tokens, output_tokens),
+        wall_s=round(wall_s, 3),
+        reasons=reasons,
+    )
+
+
+def _price_model(spec: BackendSpec | None) -> str | None:
+    """The model to price (None: free, e.g. the random baseline or a local server)."""
+    if spec is None or spec.provider == "local":
+        return None
+    return spec.model
+
+
+def generate_negatives(
+    masked_path: Path,
+    dictionary_path: Path,
+    output_path: Path,
+    config: GenerateConfig,
+    *,
+    fingerprint: str | None = None,
+) -> GenerationSummary:
+    """Generate one hard negative per (query, level) and write the negatives artifact.
+
+    Resumable: queries finished by an interrupted run with the same inputs and settings are
+    taken from its journal (or finished artifact) and cost no call. ``fingerprint`` is stored
+    in the provenance (the pipeline's stage fingerprint).
+    """
+    started = time.perf_counter()
+    masked_path, dictionary_path, output_path = (
+        Path(masked_path),
+        Path(dictionary_path),
+        Path(output_path),
+    )
+    if config.dry_run:
+        raise ConfigError("dry_run is set: call estimate_generation() to get the estimate")
+    if output_path.resolve() in (masked_path.resolve(), dictionary_path.resolve()):
+        raise ConfigError(f"the output {output_path} would overwrite an input")
+    jobs, masked_provenance = load_jobs(masked_path)
+    if config.limit is not None:
+        jobs = jobs[: config.limit]
+    dictionary = load_word_source(dictionary_path)
+    template = _template_for(config)
+    spec = None if config.is_random else resolve_backend(config)
+    input_hashes = [sha256_file(masked_path), sha256_file(dictionary_path)]
+    run_key = _run_key(config, spec, template, input_hashes)
+
+    wanted = {job.qid for job in jobs}
+    finished: dict[str, dict[str, Any]] = {}
+    if config.resume:
+        finished.update(_finished_rows_of_output(output_path, run_key))
+    journal = RunJournal.open(journal_path_for(output_path), run_key, resume=config.resume)
+    finished.update(journal.entries)
+    finished = {qid: entry for qid, entry in finished.items() if qid in wanted}
+    pending = [job for job in jobs if job.qid not in finished]
+
+    outcomes: list[QueryOutcome] = []
+    cache: ResponseCache | None = None
+    try:
+        with RunProgress(len(jobs), quiet=config.quiet) as progress:
+            for _ in range(len(finished)):
+                progress.advance()
+
+            def record(outcome: QueryOutcome) -> None:
+                if not outcome.failed:
+                    journal.append(outcome.journal_entry())
+                outcomes.append(outcome)
+                progress.advance(
+                    cache_hits=outcome.cache_hits, errors=1 if outcome.failed else 0
+                )
+
+            if pending:
+                if spec is None or template is None:
+                    random_filler = RandomFiller(config, dictionary)
+                    asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
+                else:
+                    if not config.no_cache:
+                        cache = ResponseCache(config.resolved_cache_dir())
+                    asyncio.run(
+                        _run_llm(pending, config, spec, template, dictionary, cache, record)
+                    )
+    except FatalCallError as exc:
+        journal.close()
+        done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
+        raise FatalCallError(
+            f"generation stopped: {exc}. {done} finished queries are kept in "
+            f"{journal.path}; rerun the same command to continue",
+            status=exc.status,
+        ) from exc
+    except BaseException:
+        journal.close()
+        raise
+    finally:
+        if cache is not None:
+            cache.close()
+
+    by_qid = {outcome.qid: {"rows": outcome.rows} for outcome in outcomes}
+    by_qid.update(finished)
+    all_rows: list[dict[str, Any]] = []
+    for job in jobs:
+        generated = {row["level"]: row for row in by_qid[job.qid]["rows"]}
+        for raw in job.raw_rows:
+            all_rows.append({**raw, **generated[raw["level"]]})
+
+    meta_backend = "random" if spec is None else spec.provider
+    meta_model = "random" if spec is None else spec.model
+    summary = _summarise(
+        config=config,
+        meta_backend=meta_backend,
+        meta_model=meta_model,
+        prompt_label=template.label if template else None,
+        all_rows=all_rows,
+        queries=len(jobs),
+        resumed=len(finished),
+        outcomes=outcomes,
+        wall_s=time.perf_counter() - started,
+        price_model=_price_model(spec),
+    )
+    provenance = Provenance(
+        kind="negatives",
+        schema_version=SCHEMA_VERSIONS["negatives"],
+        input_files=[str(masked_path), str(dictionary_path)],
+        input_sha256=input_hashes,
+        spacy_model=masked_provenance.spacy_model,
+        spacy_version=masked_provenance.spacy_version,
+        ratios=masked_provenance.ratios,
+        settings={
+            **_jsonable(config.output_settings()),
+            "backend": meta_backend,
+            "model": meta_model,
+            "api_base": spec.api_base if spec else None,
+            "prompt": template.label if template else None,
+        },
+        fingerprint=fingerprint,
+        summary=summary.model_dump(),
+        **{"run_key": run_key},  # an extra provenance field (Provenance allows extras)
+    )
+    write_artifact(output_path, all_rows, provenance)
+    journal.discard()
+    return summary
+
+
+def _jsonable(settings: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(settings, default=str))
+
+
+async def _run_llm(
+    jobs: Sequence[QueryJob],
+    config: GenerateConfig,
+    spec: BackendSpec,
+    template: PromptTemplate,
+    dictionary: WordSource,
+    cache: ResponseCache | None,
+    record: Callable[[QueryOutcome], None],
+) -> None:
+    client = make_client(spec, config)
+    try:
+        filler = LLMFiller(
+            config=config,
+            spec=spec,
+            client=client,
+            template=template,
+            dictionary=dictionary,
+            cache=cache,
+            limiter=RateLimiter(config.rpm, config.tpm),
+        )
+        await _run_jobs(jobs, filler.fill, record, config.concurrency)
+    finally:
+        await client.aclose()
+
+
+def _answer_example(job: QueryJob) -> str:
+    """An answer of the expected size (the original words as fills), to estimate output."""
+    return json.dumps({level_key(level.level): level.original_words for level in job.levels})
+
+
+def estimate_generation(
+    masked_path: Path, dictionary_path: Path, config: GenerateConfig
+) -> GenerationEstimate:
+    """``--dry-run``: the calls, input/output tokens and cost a run would take; spends nothing.
+
+    Input tokens are counted exactly on the rendered first requests; output tokens on an
+    answer of the expected size. Re-asks are not predicted (the summary reports them).
+    """
+    jobs, _ = load_jobs(Path(masked_path))
+    if config.limit is not None:
+        jobs = jobs[: config.limit]
+    rows = sum(len(job.levels) for job in jobs)
+    if config.is_random:
+        return GenerationEstimate(
+            backend="random", model="random", queries=len(jobs), rows=rows, calls=0,
+            input_tokens=0, output_tokens=0, cost_usd=0.0,
+        )  # fmt: skip
+    dictionary = load_word_source(Path(dictionary_path))
+    template = load_template(config.prompt_template, config.prompt_version)
+    spec = resolve_backend(config)
+    filler = LLMFiller(
+        config=config,
+        spec=spec,
+        client=_NoClient(),
+        template=template,
+        dictionary=dictionary,
+        cache=None,
+        limiter=RateLimiter(),
+    )
+    from negforge.generation.client import response_format_for
+    from negforge.generation.prompts import response_schema
+
+    cache = None if config.no_cache else _existing_cache(config)
+    input_tokens = output_tokens = cached = 0
+    try:
+        for job in jobs:
+            messages = filler.render(job)
+            input_tokens += count_tokens(spec.model, messages=messages)
+            output_tokens += count_tokens(spec.model, text=_answer_example(job))
+            if cache is not None:
+                response_format = response_format_for(
+                    spec.wire_format, response_schema(job.levels)
+                )
+                if cache.get(filler.request_key(messages, response_format)) is not None:
+                    cached += 1
+    finally:
+        if cache is not None:
+            cache.close()
+    return GenerationEstimate(
+        backend=spec.provider,
+        model=spec.model,
+        queries=len(jobs),
+        rows=rows,
+        calls=len(jobs),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd(_price_model(spec), input_tokens, output_tokens),
+        cached_calls=cached,
+    )
+
+
+def _existing_cache(config: GenerateConfig) -> ResponseCache | None:
+    directory = config.resolved_cache_dir()
+    return ResponseCache(directory) if directory.exists() else None
+
+
+class _NoClient:
+    """A client for rendering only (``--dry-run`` never calls)."""
+
+    async def complete(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("dry run: no backend call is made")
+
+    async def aclose(self) -> None:
+        return None
+

@@ -1,0 +1,156 @@
+"""Seeded per-query randomness: the prompt's dictionary sample and random fills.
+
+Every random choice is drawn from a generator seeded by (run seed, qid, purpose), so a rerun
+renders the same prompts (cache hits) and the random baseline is reproducible query by query,
+whatever the order or concurrency of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol
+
+from negforge.artifacts import PRIMITIVE_TYPES, MaskedLevel
+from negforge.generation.validation import render_negative
+
+#: Draws before giving up on a level whose fills keep repeating another level.
+_DISTINCT_TRIES = 50
+
+
+class WordList(Protocol):
+    """What sampling needs of the POS dictionary D (``negforge.dictionary.DictionaryIndex``)."""
+
+    def words(self, kind: str, /) -> Sequence[str]:
+        """The words of D with primitive type ``kind``, by descending count."""
+        ...
+
+
+class FrozenDictionary:
+    """A dictionary view whose word lists are built once (lookups delegate to the index).
+
+    ``DictionaryIndex.words`` copies its list on every call; sampling calls it per mask.
+    """
+
+    def __init__(self, index: Any) -> None:
+        self._index = index
+        self._words: dict[str, tuple[str, ...]] = {
+            kind: tuple(index.words(kind)) for kind in PRIMITIVE_TYPES
+        }
+
+    def words(self, kind: str, /) -> Sequence[str]:
+        return self._words.get(kind, ())
+
+    def contains(self, kind: str, word: str, /) -> bool:
+        return bool(self._index.contains(kind, word))
+
+    def types_of(self, word: str, /) -> Collection[str]:
+        return set(self._index.types_of(word))
+
+
+def query_rng(seed: int, qid: str, purpose: str) -> random.Random:
+    """A generator that depends only on the run seed, the query id and the purpose."""
+    material = f"{seed}\x1f{qid}\x1f{purpose}".encode()
+    return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
+
+
+def _originals(levels: Sequence[MaskedLevel]) -> set[str]:
+    hidden: set[str] = set()
+    for level in levels:
+        hidden.update(word.lower() for word in level.original_words)
+        hidden.update(lemma.lower() for lemma in level.original_lemmas)
+    return hidden
+
+
+def sample_dictionary(
+    dictionary: WordList, levels: Sequence[MaskedLevel], per_type: int, seed: int
+) -> dict[str, list[str]]:
+    """Up to ``per_type`` random words of each type the query's masks need.
+
+    The hidden original words (and lemmas) are left out, so the prompt never suggests them.
+    """
+    needed = {word_type for level in levels for word_type in level.types}
+    hidden = _originals(levels)
+    rng = query_rng(seed, levels[0].qid, "dictionary")
+    subset: dict[str, list[str]] = {}
+    for word_type in PRIMITIVE_TYPES:
+        if word_type not in needed:
+            continue
+        words = dictionary.words(word_type)
+        if len(words) <= per_type + len(hidden):
+            pool = [word for word in words if word not in hidden]
+            chosen = rng.sample(pool, min(per_type, len(pool)))
+        else:
+            chosen = []
+            taken: set[str] = set()
+            while len(chosen) < per_type:
+                word = words[rng.randrange(len(words))]
+                if word not in hidden and word not in taken:
+                    taken.add(word)
+                    chosen.append(word)
+        subset[word_type] = chosen
+    return subset
+
+
+def _match_case(fill: str, original: str) -> str:
+    return fill[:1].upper() + fill[1:] if original[:1].isupper() else fill
+
+
+def _draw(
+    dictionary: WordList, word_type: str, excluded: Collection[str], rng: random.Random
+) -> str:
+    """A random word of ``word_type`` that is not excluded (any type as a last resort)."""
+    words = dictionary.words(word_type)
+    for _ in range(64):  # rejection sampling: cheap when exclusions are few
+        if not words:
+            break
+        word = words[rng.randrange(len(words))]
+        if word not in excluded:
+            return word
+    pool = [word for word in words if word not in excluded]
+    if not pool:
+        pool = sorted(
+            {w for kind in PRIMITIVE_TYPES for w in dictionary.words(kind) if w not in excluded}
+        )
+    if not pool:
+        raise ValueError(f"the dictionary has no word to fill a {word_type} mask")
+    return rng.choice(pool)
+
+
+def random_level_fills(
+    level: MaskedLevel,
+    dictionary: WordList,
+    rng: random.Random,
+    avoid: Collection[str] = (),
+) -> list[str]:
+    """Random fills for one level: each mask gets a dictionary word of its type.
+
+    Never the mask's original word or lemma; the rendered negative (lower-cased) avoids the
+    strings in ``avoid`` (the positive query, other levels) when the dictionary allows it.
+    """
+    fills: list[str] = []
+    for _ in range(_DISTINCT_TRIES):
+        fills = [
+            _match_case(_draw(dictionary, word_type, {word.lower(), lemma.lower()}, rng), word)
+            for word_type, word, lemma in zip(
+                level.types, level.original_words, level.original_lemmas, strict=True
+            )
+        ]
+        if render_negative(level, fills).lower() not in avoid:
+            break
+    return fills
+
+
+def random_query_fills(
+    levels: Sequence[MaskedLevel], dictionary: WordList, seed: int
+) -> list[list[str]]:
+    """The random baseline for one query: fills for every level, levels kept distinct."""
+    rng = query_rng(seed, levels[0].qid, "random")
+    seen = {levels[0].query.lower()}
+    result: list[list[str]] = []
+    for level in levels:
+        fills = random_level_fills(level, dictionary, rng, seen)
+        seen.add(render_negative(level, fills).lower())
+        result.append(fills)
+    return result

@@ -1,0 +1,255 @@
+"""Validation of hard negatives: a pure module (no I/O), shared by the generator and importers.
+
+A negative of a masked level is valid when
+
+* every mask got exactly one fill (a multi-word fill only with ``allow_phrases``),
+* every unmasked word is kept verbatim (the negative matches the masked query's template),
+* no fill repeats the masked word or its lemma (case-insensitive),
+* the level differs from the positive query and from the query's other levels,
+* optionally (``require_dict_words``) every fill is a dictionary word of the masked word's type.
+
+Reason codes (:data:`REASON_CODES`) name each failed check. ``not_in_dictionary`` and
+``wrong_type`` are reported whenever a dictionary is given, but only make a row invalid with
+``require_dict_words``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from functools import lru_cache
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from negforge.artifacts import MaskedLevel
+
+MASK = "<mask>"
+
+WRONG_FILL_COUNT = "wrong_fill_count"
+EMPTY_FILL = "empty_fill"
+PHRASE_FILL = "phrase_fill"
+UNMASKED_CHANGED = "unmasked_changed"
+COPIED_ORIGINAL = "copied_original"
+EQUALS_POSITIVE = "equals_positive"
+DUPLICATE_LEVEL = "duplicate_level"
+NOT_IN_DICTIONARY = "not_in_dictionary"
+WRONG_TYPE = "wrong_type"
+
+#: Every reason code, in the order checks run.
+REASON_CODES: tuple[str, ...] = (
+    WRONG_FILL_COUNT,
+    EMPTY_FILL,
+    PHRASE_FILL,
+    UNMASKED_CHANGED,
+    COPIED_ORIGINAL,
+    EQUALS_POSITIVE,
+    DUPLICATE_LEVEL,
+    NOT_IN_DICTIONARY,
+    WRONG_TYPE,
+)
+#: Reasons that are informative unless ``require_dict_words`` is set.
+DICTIONARY_REASONS = frozenset({NOT_IN_DICTIONARY, WRONG_TYPE})
+
+_NO_SPACE_BEFORE = frozenset({".", ","})
+_WHITESPACE = re.compile(r"\s+")
+
+
+class WordDictionary(Protocol):
+    """What validation needs of the POS dictionary D (``negforge.dictionary.DictionaryIndex``)."""
+
+    def contains(self, kind: str, word: str, /) -> bool:
+        """Whether ``word`` (lower case) is in D with primitive type ``kind``."""
+        ...
+
+    def types_of(self, word: str, /) -> Collection[str]:
+        """The primitive types ``word`` (lower case) has in D (empty when absent)."""
+        ...
+
+
+class ValidationResult(BaseModel):
+    """The verdict on one level's negative."""
+
+    valid: bool
+    reasons: list[str]
+    fills: list[str]
+    negative: str | None
+
+
+def render_tokens(tokens: Sequence[str]) -> str:
+    """Join tokens by one space, with no space before a ``.`` or ``,`` token (SPEC rule 7)."""
+    parts: list[str] = []
+    for index, token in enumerate(tokens):
+        if index and token not in _NO_SPACE_BEFORE:
+            parts.append(" ")
+        parts.append(token)
+    return "".join(parts)
+
+
+def render_negative(level: MaskedLevel, fills: Sequence[str]) -> str:
+    """The negative query: the level's tokens with each masked token replaced by its fill."""
+    if len(fills) != len(level.masked_positions):
+        raise ValueError(
+            f"{len(fills)} fills for {len(level.masked_positions)} masks of query {level.qid}"
+        )
+    tokens = list(level.tokens)
+    for position, fill in zip(level.masked_positions, fills, strict=True):
+        tokens[position] = fill
+    return render_tokens(tokens)
+
+
+def _normalise_spaces(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+@lru_cache(maxsize=4096)
+def _template_pattern(masked_query: str) -> re.Pattern[str]:
+    literals = _normalise_spaces(masked_query).split(MASK)
+    body = "(.*?)".join(re.escape(literal) for literal in literals)
+    return re.compile(f"^{body}$", re.DOTALL)
+
+
+def extract_fills(masked_query: str, negative: str) -> list[str] | None:
+    """The words that fill the masks of ``masked_query`` in ``negative``, or None.
+
+    None means the negative does not match the masked query's template, i.e. some unmasked
+    word was changed, added or dropped. Runs of whitespace count as one space.
+    """
+    match = _template_pattern(masked_query).match(_normalise_spaces(negative))
+    if match is None:
+        return None
+    return [fill.strip() for fill in match.groups()]
+
+
+def _fill_reasons(
+    level: MaskedLevel,
+    fills: Sequence[str],
+    *,
+    allow_phrases: bool,
+    dictionary: WordDictionary | None,
+) -> list[str]:
+    """Reasons that concern the fills themselves (count, shape, originals, dictionary)."""
+    reasons: list[str] = []
+    if len(fills) != len(level.masked_positions):
+        return [WRONG_FILL_COUNT]
+    stripped = [fill.strip() for fill in fills]
+    if any(not fill for fill in stripped):
+        reasons.append(EMPTY_FILL)
+    if not allow_phrases and any(len(fill.split()) > 1 for fill in stripped):
+        reasons.append(PHRASE_FILL)
+    if any(MASK in fill for fill in stripped):
+        reasons.append(UNMASKED_CHANGED)
+    originals = zip(level.original_words, level.original_lemmas, strict=False)
+    for fill, (word, lemma) in zip(stripped, originals, strict=False):
+        lowered = fill.lower()
+        if lowered and lowered in (word.lower(), lemma.lower()):
+            reasons.append(COPIED_ORIGINAL)
+            break
+    if dictionary is not None:
+        missing = wrong_type = False
+        for fill, word_type in zip(stripped, level.types, strict=True):
+            lowered = fill.lower()
+            if not lowered or dictionary.contains(word_type, lowered):
+                continue
+            if dictionary.types_of(lowered):
+                wrong_type = True
+            else:
+                missing = True
+        if missing:
+            reasons.append(NOT_IN_DICTIONARY)
+        if wrong_type:
+            reasons.append(WRONG_TYPE)
+    return reasons
+
+
+def _comparable(text: str) -> str:
+    """A negative or query reduced for equality checks: case and spacing ignored."""
+    return _normalise_spaces(text).lower()
+
+
+def _positive_forms(level: MaskedLevel) -> set[str]:
+    forms = {_comparable(level.query)}
+    if len(level.original_words) == len(level.masked_positions):
+        forms.add(_comparable(render_negative(level, level.original_words)))
+    return forms
+
+
+def _finish(
+    levels: Sequence[MaskedLevel],
+    partial: list[tuple[list[str], list[str], str | None]],
+    require_dict_words: bool,
+) -> list[ValidationResult]:
+    """Add the cross-level checks (positive, duplicates) and decide validity."""
+    results: list[ValidationResult] = []
+    seen: set[str] = set()
+    for level, (reasons, fills, negative) in zip(levels, partial, strict=True):
+        if negative is not None:
+            key = _comparable(negative)
+            if key in _positive_forms(level):
+                reasons.append(EQUALS_POSITIVE)
+            if key in seen:
+                reasons.append(DUPLICATE_LEVEL)
+            seen.add(key)
+        ordered = [code for code in REASON_CODES if code in reasons]
+        blocking = [
+            code for code in ordered if require_dict_words or code not in DICTIONARY_REASONS
+        ]
+        results.append(
+            ValidationResult(valid=not blocking, reasons=ordered, fills=fills, negative=negative)
+        )
+    return results
+
+
+def validate_query(
+    levels: Sequence[MaskedLevel],
+    fills_per_level: Sequence[Sequence[str]],
+    *,
+    allow_phrases: bool = False,
+    dictionary: WordDictionary | None = None,
+    require_dict_words: bool = False,
+) -> list[ValidationResult]:
+    """Validate one query's levels given the fills a backend chose for each mask."""
+    if len(levels) != len(fills_per_level):
+        raise ValueError(f"{len(fills_per_level)} fill lists for {len(levels)} levels")
+    partial: list[tuple[list[str], list[str], str | None]] = []
+    for level, fills in zip(levels, fills_per_level, strict=True):
+        fills = [str(fill) for fill in fills]
+        reasons = _fill_reasons(
+            level, fills, allow_phrases=allow_phrases, dictionary=dictionary
+        )
+        negative = None
+        if WRONG_FILL_COUNT not in reasons:
+            negative = render_negative(level, [fill.strip() for fill in fills])
+        partial.append((reasons, [fill.strip() for fill in fills], negative))
+    return _finish(levels, partial, require_dict_words)
+
+
+def validate_negative_strings(
+    levels: Sequence[MaskedLevel],
+    negatives: Sequence[str | None],
+    *,
+    allow_phrases: bool = False,
+    dictionary: WordDictionary | None = None,
+    require_dict_words: bool = False,
+) -> list[ValidationResult]:
+    """Validate finished negative strings (e.g. an imported released file) against the levels.
+
+    A negative that does not match its masked query's template is ``unmasked_changed``;
+    a missing (None or blank) negative is ``empty_fill``.
+    """
+    if len(levels) != len(negatives):
+        raise ValueError(f"{len(negatives)} negatives for {len(levels)} levels")
+    partial: list[tuple[list[str], list[str], str | None]] = []
+    for level, negative in zip(levels, negatives, strict=True):
+        if negative is None or not negative.strip():
+            partial.append(([EMPTY_FILL], [], None))
+            continue
+        fills = extract_fills(level.masked_query, negative)
+        if fills is None:
+            partial.append(([UNMASKED_CHANGED], [], negative))
+            continue
+        reasons = _fill_reasons(
+            level, fills, allow_phrases=allow_phrases, dictionary=dictionary
+        )
+        partial.append((reasons, fills, negative))
+    return _finish(levels, partial, require_dict_words)
