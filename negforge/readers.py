@@ -84,6 +84,7 @@ class ReadResult(BaseModel):
     path: str
     format: str
     records: list[QueryRecord]
+    lines: list[int]  # line (jsonl, csv) or 1-based row (json, parquet) of each record
     bad_rows: list[BadRow]
 
     def write_report(self, target: str | Path) -> Path | None:
@@ -362,6 +363,7 @@ def _collect(
     path: Path, kind: str, candidates: Iterator[_Candidate], *, raise_first: bool
 ) -> ReadResult:
     records: list[QueryRecord] = []
+    lines: list[int] = []
     bad_rows: list[BadRow] = []
     seen: dict[str, int] = {}
     for line, raw, names in candidates:
@@ -399,7 +401,9 @@ def _collect(
         assert record is not None
         seen[record.qid] = line
         records.append(record)
-    return ReadResult(path=str(path), format=kind, records=records, bad_rows=bad_rows)
+        lines.append(line)
+    return ReadResult(path=str(path), format=kind, records=records, lines=lines,
+                      bad_rows=bad_rows)
 
 
 def write_jsonl(records: list[QueryRecord], target: str | Path) -> Path:

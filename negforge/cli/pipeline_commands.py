@@ -135,3 +135,52 @@ def build_dict_command(
         f"dictionary of {result.entries} words ({sizes}) from {result.queries} queries "
         f"-> {output} (summary {result.summary}){skipped}"
     )
+
+
+@app.command("export")
+def export_command(
+    artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="masked or negatives artifact"),
+    output: Path = typer.Option(..., "-o", "--output", help="output file (.jsonl)"),
+    fmt: str = typer.Option("shine-jsonl", "--format", help="export format: shine-jsonl"),
+) -> None:
+    """Write an artifact as the jsonl SHINE-style trainers read."""
+    from negforge.export import check_export_format, export_shine_jsonl
+
+    check_export_format(fmt)
+    result = export_shine_jsonl(artifact, output)
+    holes = (
+        f" ({result.rows_without_negatives} without all negatives: negative_valid instead)"
+        if result.rows_without_negatives
+        else ""
+    )
+    typer.echo(f"exported {result.queries} queries of {artifact} -> {output}{holes}")
+
+
+@app.command("import-negatives")
+def import_negatives_command(
+    shine_jsonl: Path = typer.Argument(..., metavar="SHINE_JSONL",
+                                       help="released SHINE training file with negatives"),
+    output: Path = typer.Option(..., "-o", "--output", help="negatives artifact (.parquet)"),
+    model: str = typer.Option("gpt-3.5-turbo (released)", "--model",
+                              help="model name recorded for the imported negatives"),
+    preset: str = typer.Option("charades_cg", "--preset",
+                               help="ratios recorded for the levels: charades_cg or anet_cg"),
+    dictionary: Path | None = typer.Option(
+        None, "--dictionary", help="dictionary artifact: also check fills against D"
+    ),
+    spacy_model: str | None = typer.Option(None, "--spacy-model", help=_MODEL_HELP),
+    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
+                                 callback=_check_on_error),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
+) -> None:
+    """Turn a released SHINE training file (GPT-3.5 negatives) into a negatives artifact."""
+    from negforge.export import import_negatives
+
+    result = import_negatives(
+        shine_jsonl, output, model=model, preset=preset, dictionary=dictionary,
+        spacy_model=spacy_model, on_error=on_error, cache_dir=cache_dir,
+    )
+    typer.echo(
+        f"imported {result.queries} queries -> {result.rows} negatives in {output} "
+        f"({result.valid_rows} valid; {result.unaligned_levels} levels aligned by template)"
+    )

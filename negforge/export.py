@@ -1,0 +1,327 @@
+"""SHINE jsonl export of masked / negatives artifacts, and import of released SHINE files.
+
+Export (``negforge export ARTIFACT --format shine-jsonl``) writes one row per query with the
+keys SHINE-style trainers read, in this order: ``qid, query, duration, vid,
+relevant_windows, masked_queries`` and, for a negatives artifact, ``recomposed_queries``
+(level order, closest negative first). When some level of a query has no negative (the
+generator dropped it as invalid), ``recomposed_queries`` is left out of that row and
+``negative_valid`` (one boolean per level) is written instead, so trainers that need all
+three negatives skip the row rather than train on a hole.
+
+Import (``negforge import-negatives``) turns a released SHINE training file (rows with
+``masked_queries`` and ``recomposed_queries``) into a negatives artifact:
+
+* the masked positions of each level are recovered by aligning the released masked string
+  with our spaCy tokenisation of the query, rendered by SPEC rule 7 with each token either
+  itself or ``<mask>``; positions are listed in our priority order. When the tokenisation
+  does not line up (it did for every row of the Charades-CG file), the tokens are taken from
+  the masked string itself (split on spaces, ``.``/``,`` split off) and the masked words
+  are read off the query by matching the masked template against it;
+* a masked token's type is its SPEC rule 3 type (subjects: noun); a token our tagger does
+  not see as a primitive gets the closest type (AUX -> verb, PART -> adverb, NUM/DET ->
+  adjective, SCONJ/CCONJ -> preposition, anything else -> noun);
+* fills, ``valid`` and ``invalid_reasons`` come from
+  :func:`negforge.generation.validation.validate_negative_strings` (with the dictionary when
+  one is given); the released negative is kept as it is even when invalid.
+
+Import then export gives back the released rows byte for byte (the values of qid, query,
+vid, duration, relevant_windows, masked_queries, recomposed_queries). Integer windows or
+durations (some ActivityNet rows) come back as floats (``0`` -> ``0.0``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from negforge.artifacts import (
+    SCHEMA_VERSIONS,
+    MaskedLevel,
+    NegativeRow,
+    PrimitiveType,
+    Provenance,
+    read_artifact,
+    sha256_file,
+    write_artifact,
+)
+from negforge.atomic import atomic_open
+from negforge.errors import ConfigError, InputError
+from negforge.masking import MASK, NO_SPACE_BEFORE, POS_TO_TYPE, Token, is_subject, priority_list
+
+EXPORT_FORMATS = ("shine-jsonl",)
+RELEASED_MODEL = "gpt-3.5-turbo (released)"
+_LOOSE_TYPES: dict[str, PrimitiveType] = {
+    "AUX": "verb",
+    "PART": "adverb",
+    "NUM": "adjective",
+    "DET": "adjective",
+    "SCONJ": "preposition",
+    "CCONJ": "preposition",
+}
+_QUERY_KEYS = ("qid", "query", "duration", "vid", "relevant_windows")
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote."""
+
+    output: Path
+    kind: str
+    queries: int
+    rows_without_negatives: int
+
+
+def export_shine_jsonl(artifact: str | Path, out: str | Path) -> ExportResult:
+    """Write a masked or negatives artifact as SHINE jsonl (one row per query)."""
+    table, provenance = read_artifact(artifact)
+    if provenance.kind not in ("masked", "negatives"):
+        raise InputError(
+            f"cannot export a {provenance.kind} artifact as SHINE jsonl (masked or negatives)",
+            path=artifact,
+        )
+    negatives = provenance.kind == "negatives"
+    columns = [*_QUERY_KEYS, "level", "masked_query"]
+    if negatives:
+        columns += ["negative", "valid"]
+    rows = table.select(columns).to_pylist()
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["qid"], []).append(row)
+    holes = 0
+    with atomic_open(out) as handle:
+        for levels in grouped.values():
+            levels.sort(key=lambda r: r["level"])
+            first = levels[0]
+            item: dict[str, Any] = {key: first[key] for key in _QUERY_KEYS}
+            item["masked_queries"] = [r["masked_query"] for r in levels]
+            if negatives:
+                if all(r["negative"] is not None for r in levels):
+                    item["recomposed_queries"] = [r["negative"] for r in levels]
+                else:
+                    holes += 1
+                    item["negative_valid"] = [
+                        bool(r["valid"]) and r["negative"] is not None for r in levels
+                    ]
+            handle.write(json.dumps(item) + "\n")
+    return ExportResult(Path(out), provenance.kind, len(grouped), holes)
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+def _alignment_pattern(texts: Sequence[str]) -> re.Pattern[str]:
+    """Rule-7 rendering of ``texts`` where each token may also appear as ``<mask>``."""
+    mask = re.escape(MASK)
+    parts = []
+    for index, text in enumerate(texts):
+        separator = "" if index == 0 or text in NO_SPACE_BEFORE else " "
+        parts.append(f"{separator}(?:({mask})|{re.escape(text)})")
+    return re.compile("".join(parts))
+
+
+def align_masked(tokens: Sequence[Token], masked_query: str) -> list[int] | None:
+    """Masked positions of ``masked_query`` over our tokens (priority order), or None."""
+    texts = [t[0] for t in tokens]
+    match = _alignment_pattern(texts).fullmatch(masked_query)
+    if match is None:
+        return None
+    hidden = {i for i, group in enumerate(match.groups()) if group is not None}
+    order = [p for p, _ in priority_list(tokens) if p in hidden]
+    return order + sorted(hidden - set(order))
+
+
+def template_tokens(masked_query: str) -> list[str]:
+    """Tokens of a masked string: split on spaces, a trailing ``.``/``,`` split off."""
+    out: list[str] = []
+    for piece in masked_query.split(" "):
+        trail: list[str] = []
+        while len(piece) > 1 and piece[-1] in ".,":
+            trail.insert(0, piece[-1])
+            piece = piece[:-1]
+        if piece:
+            out.append(piece)
+        out.extend(trail)
+    return out
+
+
+def _template_words(masked_query: str, query: str) -> list[str] | None:
+    """The query's words under each ``<mask>`` of the template (None: no match)."""
+    literals = [re.escape(" ".join(part.split())) for part in masked_query.split(MASK)]
+    match = re.fullmatch("(.+?)".join(literals), " ".join(query.split()))
+    return [g.strip() for g in match.groups()] if match else None
+
+
+def token_type(token: Token) -> PrimitiveType:
+    """The type a masked token is filled with: SPEC rule 3, or the closest type."""
+    if is_subject(token):
+        return "noun"
+    return POS_TO_TYPE.get(token[1]) or _LOOSE_TYPES.get(token[1], "noun")
+
+
+@dataclass
+class ImportResult:
+    """What import-negatives did."""
+
+    output: Path
+    queries: int
+    rows: int
+    valid_rows: int
+    unaligned_levels: int
+    reasons: dict[str, int]
+
+
+def _level_fields(
+    tokens: Sequence[Token], query: str, masked_query: str
+) -> tuple[list[str], list[int], list[str], list[str], list[PrimitiveType], bool]:
+    """tokens, positions, words, lemmas, types of one released level; True if aligned."""
+    texts = [t[0] for t in tokens]
+    positions = align_masked(tokens, masked_query)
+    if positions is not None:
+        return (
+            texts,
+            positions,
+            [texts[p] for p in positions],
+            [tokens[p][3].lower() for p in positions],
+            [token_type(tokens[p]) for p in positions],
+            True,
+        )
+    pieces = template_tokens(masked_query)
+    slots = [i for i, piece in enumerate(pieces) if piece == MASK]
+    words = _template_words(masked_query, query) or [""] * len(slots)
+    if len(words) != len(slots):
+        words = [""] * len(slots)
+    for slot, word in zip(slots, words, strict=True):
+        pieces[slot] = word or MASK
+    return pieces, slots, words, [w.lower() for w in words], ["noun"] * len(slots), False
+
+
+def _left_to_right(level: MaskedLevel) -> MaskedLevel:
+    """The same level with its masks (and their words, lemmas, types) in text order."""
+    order = sorted(range(len(level.masked_positions)), key=lambda i: level.masked_positions[i])
+    return level.model_copy(
+        update={
+            "masked_positions": [level.masked_positions[i] for i in order],
+            "original_words": [level.original_words[i] for i in order],
+            "original_lemmas": [level.original_lemmas[i] for i in order],
+            "types": [level.types[i] for i in order],
+        }
+    )
+
+
+def _priority_order(level: MaskedLevel, fills: list[str]) -> list[str]:
+    """Text-order fills of a level put back in the level's (priority) mask order."""
+    if len(fills) != len(level.masked_positions):
+        return fills
+    by_position = dict(zip(sorted(level.masked_positions), fills, strict=True))
+    return [by_position[p] for p in level.masked_positions]
+
+
+def import_negatives(
+    shine_jsonl: str | Path,
+    out: str | Path,
+    *,
+    model: str = RELEASED_MODEL,
+    preset: str | None = "charades_cg",
+    ratios: str | None = None,
+    spacy_model: str | None = None,
+    dictionary: str | Path | None = None,
+    on_error: str = "raise",
+    cache_dir: str | Path | None = None,
+    fingerprint: str | None = None,
+) -> ImportResult:
+    """Turn a released SHINE training file into a negatives artifact (see module docs)."""
+    from negforge.generation.validation import validate_negative_strings
+    from negforge.masking import resolve_ratios
+    from negforge.nlp import parse_texts
+    from negforge.readers import read_queries, report_path
+
+    chosen = [float(r) for r in resolve_ratios(preset, ratios)]
+    index = None
+    if dictionary is not None:
+        from negforge.dictionary import load_dictionary
+
+        index = load_dictionary(dictionary)
+    result = read_queries(shine_jsonl, fmt="jsonl", on_error=on_error)
+    for record, line in zip(result.records, result.lines, strict=True):
+        for key in ("masked_queries", "recomposed_queries"):
+            if not getattr(record, key):
+                raise InputError(
+                    "a released SHINE training row needs masked_queries and recomposed_queries",
+                    path=shine_jsonl, line=line, field=key,
+                )
+        if len(record.masked_queries or []) != len(record.recomposed_queries or []):
+            raise InputError(
+                "masked_queries and recomposed_queries differ in length",
+                path=shine_jsonl, line=line, field="recomposed_queries",
+            )
+    parsed = parse_texts([r.query for r in result.records], spacy_model, cache_dir=cache_dir)
+    rows: list[dict[str, Any]] = []
+    unaligned = 0
+    reasons: dict[str, int] = {}
+    for record, tokens in zip(result.records, parsed.tokens, strict=True):
+        masked_queries = record.masked_queries or []
+        negatives = list(record.recomposed_queries or [])
+        levels: list[MaskedLevel] = []
+        for number, masked_query in enumerate(masked_queries, start=1):
+            texts, positions, words, lemmas, types, aligned = _level_fields(
+                tokens, record.query, masked_query
+            )
+            unaligned += not aligned
+            levels.append(
+                MaskedLevel(
+                    qid=record.qid, query=record.query, vid=record.vid,
+                    duration=record.duration, relevant_windows=record.relevant_windows,
+                    level=number,
+                    ratio=chosen[number - 1] if number <= len(chosen) else 0.0,
+                    tokens=texts, masked_positions=positions, original_words=words,
+                    original_lemmas=lemmas, types=types, masked_query=masked_query,
+                )
+            )
+        # Fills read off a negative string come left to right: validate levels whose masks
+        # are listed left to right, then give the fills back in priority order.
+        in_text_order = [_left_to_right(level) for level in levels]
+        verdicts = validate_negative_strings(in_text_order, negatives, dictionary=index)
+        for level, negative, verdict in zip(levels, negatives, verdicts, strict=True):
+            for code in verdict.reasons:
+                reasons[code] = reasons.get(code, 0) + 1
+            rows.append(
+                NegativeRow(
+                    **level.model_dump(),
+                    negative=negative,
+                    fills=_priority_order(level, list(verdict.fills)),
+                    valid=verdict.valid,
+                    invalid_reasons=list(verdict.reasons),
+                    backend="import",
+                    model=model,
+                ).model_dump()
+            )
+    valid_rows = sum(1 for row in rows if row["valid"])
+    provenance = Provenance(
+        kind="negatives",
+        schema_version=SCHEMA_VERSIONS["negatives"],
+        input_files=[str(shine_jsonl)],
+        input_sha256=[sha256_file(shine_jsonl)],
+        spacy_model=parsed.model.name,
+        spacy_version=parsed.model.version,
+        ratios=chosen,
+        settings={"backend": "import", "model": model, "preset": preset, "on_error": on_error,
+                  "dictionary": str(dictionary) if dictionary else None},
+        fingerprint=fingerprint,
+        summary={"queries": len(result.records), "rows": len(rows), "valid_rows": valid_rows,
+                 "unaligned_levels": unaligned, "reasons": reasons,
+                 "bad_rows": len(result.bad_rows)},
+    )
+    result.write_report(report_path(out))
+    write_artifact(out, rows, provenance)
+    return ImportResult(Path(out), len(result.records), len(rows), valid_rows, unaligned, reasons)
+
+
+def check_export_format(fmt: str) -> str:
+    """Validate ``--format`` of the export command."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; supported: {EXPORT_FORMATS}")
+    return fmt
