@@ -61,7 +61,11 @@ def parse_answer(text: str, levels: Sequence[MaskedLevel]) -> ParsedAnswer:
     try:
         answer = FillAnswer.model_validate(json.loads(_json_object_text(text)))
     except ValueError as exc:  # JSONDecodeError and ValidationError are ValueErrors
-        reason = "not valid JSON" if not isinstance(exc, ValidationError) else "wrong shape"
+        reason = (
+            "not a JSON object of word lists"
+            if isinstance(exc, ValidationError)
+            else "not valid JSON"
+        )
         return ParsedAnswer(fills=empty, problem=f"the answer is {reason}")
     found = answer.root
     missing = [level_key(level.level) for level in levels if level_key(level.level) not in found]
