@@ -184,3 +184,25 @@ def import_negatives_command(
         f"imported {result.queries} queries -> {result.rows} negatives in {output} "
         f"({result.valid_rows} valid; {result.unaligned_levels} levels aligned by template)"
     )
+
+
+@app.command("run")
+def run_command(
+    pipeline: Path = typer.Argument(..., metavar="PIPELINE.yaml", help="pipeline file"),
+    force: bool = typer.Option(False, "--force", help="rerun every stage, even unchanged ones"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="VAR=VALUE (a ${var} or spacy_model) or STAGE.KEY=VALUE; repeatable"
+    ),
+    input_: list[str] = typer.Option([], "--input", help="NAME=PATH: replace an input file"),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", help="where artifacts go (default outputs/<pipeline name>/)"
+    ),
+) -> None:
+    """Run a pipeline's stages in order; unchanged stages (same fingerprint) are skipped."""
+    from negforge.pipeline import run_pipeline
+
+    outcomes = run_pipeline(pipeline, overrides=set_, input_overrides=input_, force=force,
+                            output_dir=output_dir, echo=typer.echo)
+    ran = sum(1 for o in outcomes if o.status == "ran")
+    where = outcomes[-1].output.parent if outcomes else output_dir
+    typer.echo(f"pipeline {pipeline}: {ran} stages ran, {len(outcomes) - ran} skipped -> {where}")
