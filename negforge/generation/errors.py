@@ -126,7 +126,7 @@ def classify_exception(exc: BaseException) -> BackendCallError:
             400: "the backend rejected the request",
         }.get(status, "the backend rejected the request")
         return FatalCallError(f"HTTP {status} ({name}), {hint}: {detail}", status=status)
-    if isinstance(exc, openai.APIConnectionError | transport_errors):
+    if isinstance(exc, (openai.APIConnectionError, *transport_errors)):
         return RetryableCallError(f"{name}: {exc or 'connection failed or timed out'}")
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):
         return RetryableCallError(f"malformed response body ({name}): {exc}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class TokenBucket:
@@ -20,12 +20,14 @@ class TokenBucket:
         rate_per_s: float,
         capacity: float,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if rate_per_s <= 0 or capacity <= 0:
             raise ValueError("a token bucket needs a positive rate and capacity")
         self.rate_per_s = rate_per_s
         self.capacity = capacity
         self._clock = clock
+        self._sleep = sleep
         self._level = capacity
         self._stamp = clock()
         self._lock = asyncio.Lock()
@@ -59,7 +61,7 @@ class TokenBucket:
                     return waited
                 delay = (amount - self._level) / self.rate_per_s
                 waited += delay
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
 
     def adjust(self, delta: float) -> None:
         """Charge (positive) or refund (negative) ``delta`` units without waiting."""
