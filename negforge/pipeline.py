@@ -203,9 +203,11 @@ def load_spec(
                          line=mark.line + 1 if mark is not None else None) from exc
     if not isinstance(raw, dict):
         raise InputError("a pipeline file is a mapping with name, inputs and stages", path=path)
-    raw.setdefault("vars", {})
-    raw.setdefault("inputs", {})
-    stages = raw.get("stages") if isinstance(raw.get("stages"), list) else []
+    for key in ("vars", "inputs"):
+        if raw.get(key) is None:
+            raw[key] = {}
+    listed = raw.get("stages")
+    stages: list[Any] = listed if isinstance(listed, list) else []
     for item in overrides:
         key, value = _parse_assignment(item, "--set")
         if "." in key:
@@ -218,7 +220,7 @@ def load_spec(
                 target[setting] = yaml.safe_load(value)
         elif key == "spacy_model":
             raw["spacy_model"] = value or None
-        elif key in (raw.get("inputs") or {}) and key not in (raw.get("vars") or {}):
+        elif key in raw["inputs"] and key not in raw["vars"]:
             raw["inputs"][key] = value
         else:
             raw["vars"][key] = value
@@ -495,7 +497,13 @@ def _plan(
             from negforge.generation.config import GenerateConfig
             from negforge.generation.runner import generate_negatives
 
-            config = GenerateConfig.model_validate(stage.config())
+            try:
+                config = GenerateConfig.model_validate(stage.config())
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(f"stage {stage.name or stage.stage!r}, setting "
+                                  f"{where!r}: {first['msg']}") from exc
             summary = generate_negatives(masked, dictionary, output, config,
                                          fingerprint=fingerprint)
             return (f"{summary.rows} rows, {summary.valid_rows} valid, "
