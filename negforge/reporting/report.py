@@ -1,0 +1,149 @@
+"""Assemble a negatives report: quality figures, examples and the hierarchy check.
+
+:func:`build_report` is the library entry point behind ``negforge report``; the result is
+a plain pydantic model that :mod:`negforge.reporting.markdown_report` and
+:mod:`negforge.reporting.html_report` render.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from negforge import __version__
+from negforge.reporting.examples import Example, sample_examples
+from negforge.reporting.hierarchy import (
+    Embedder,
+    HierarchyResult,
+    hierarchy_similarity,
+    minilm_embedder,
+)
+from negforge.reporting.quality import TOP_K, ArtifactQuality, DictionaryLookup, compute_quality
+from negforge.reporting.sources import NegativesSource, load_negatives, unique_names
+
+DEFAULT_EXAMPLES = 12
+DEFAULT_HIERARCHY_SAMPLE = 1000
+
+
+class ArtifactInfo(BaseModel):
+    """Where a compared artifact came from (its file and provenance)."""
+
+    name: str
+    path: str
+    created: str | None = None
+    input_files: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class NegativesReport(BaseModel):
+    """Everything a negatives report shows."""
+
+    title: str = "negforge negatives report"
+    created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat())
+    negforge_version: str = __version__
+    dictionary: str | None = None
+    sources: list[ArtifactInfo]
+    artifacts: list[ArtifactQuality]
+    examples: list[Example] = Field(default_factory=list)
+    hierarchy: list[HierarchyResult] = Field(default_factory=list)
+    hierarchy_note: str | None = None
+    seed: int = 0
+
+
+def _info(source: NegativesSource) -> ArtifactInfo:
+    provenance = source.provenance
+    return ArtifactInfo(
+        name=source.name,
+        path=str(source.path),
+        created=provenance.created,
+        input_files=list(provenance.input_files),
+        settings=dict(provenance.settings),
+        summary=dict(provenance.summary),
+    )
+
+
+def report_from_sources(
+    sources: Sequence[NegativesSource],
+    *,
+    dictionary: DictionaryLookup | None = None,
+    dictionary_name: str | None = None,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int = 0,
+    embedder: Embedder | None = None,
+    encoder_name: str = "minilm",
+    hierarchy_note: str | None = None,
+    hierarchy_sample: int | None = DEFAULT_HIERARCHY_SAMPLE,
+    top_k: int = TOP_K,
+) -> NegativesReport:
+    """Build the report over already loaded artifacts (``embedder`` None: no hierarchy check)."""
+    qualities = [
+        compute_quality(source.name, source.rows, dictionary, top_k=top_k) for source in sources
+    ]
+    hierarchy = []
+    if embedder is not None:
+        hierarchy = [
+            hierarchy_similarity(
+                source.name,
+                source.rows,
+                embedder,
+                encoder=encoder_name,
+                sample=hierarchy_sample,
+                seed=seed,
+            )
+            for source in sources
+        ]
+    return NegativesReport(
+        dictionary=dictionary_name,
+        sources=[_info(source) for source in sources],
+        artifacts=qualities,
+        examples=sample_examples([(s.name, s.rows) for s in sources], examples, seed),
+        hierarchy=hierarchy,
+        hierarchy_note=hierarchy_note,
+        seed=seed,
+    )
+
+
+def build_report(
+    paths: Sequence[str | Path],
+    *,
+    names: Sequence[str] | None = None,
+    dictionary_path: str | Path | None = None,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int = 0,
+    hierarchy: bool = True,
+    hierarchy_sample: int | None = DEFAULT_HIERARCHY_SAMPLE,
+    top_k: int = TOP_K,
+) -> NegativesReport:
+    """Read the artifacts (and dictionary) and build their report.
+
+    The hierarchy check runs when ``hierarchy`` is set and the offline MiniLM encoder is
+    installed; otherwise the report says why it is missing.
+    """
+    from negforge.dictionary import load_dictionary
+
+    resolved = [Path(p) for p in paths]
+    sources = [
+        load_negatives(path, name)
+        for path, name in zip(resolved, unique_names(resolved, names), strict=True)
+    ]
+    dictionary = load_dictionary(dictionary_path) if dictionary_path is not None else None
+    embedder: Embedder | None = None
+    note: str | None = "hierarchy check turned off (--no-hierarchy)"
+    if hierarchy:
+        embedder, note = minilm_embedder()
+    return report_from_sources(
+        sources,
+        dictionary=dictionary,
+        dictionary_name=str(dictionary_path) if dictionary_path is not None else None,
+        examples=examples,
+        seed=seed,
+        embedder=embedder,
+        hierarchy_note=note,
+        hierarchy_sample=hierarchy_sample,
+        top_k=top_k,
+    )

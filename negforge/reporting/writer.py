@@ -1,0 +1,58 @@
+"""Build a negatives report and write its HTML (and optional Markdown) atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from negforge.atomic import atomic_write_text
+from negforge.reporting.html_report import render_html
+from negforge.reporting.markdown_report import render_markdown
+from negforge.reporting.report import (
+    DEFAULT_EXAMPLES,
+    DEFAULT_HIERARCHY_SAMPLE,
+    NegativesReport,
+    build_report,
+)
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    """What ``negforge report`` wrote."""
+
+    report: NegativesReport
+    html: Path
+    markdown: Path | None
+    markdown_text: str
+
+
+def write_negatives_report(
+    paths: Sequence[str | Path],
+    output: str | Path,
+    *,
+    markdown: str | Path | None = None,
+    names: Sequence[str] | None = None,
+    dictionary_path: str | Path | None = None,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int = 0,
+    hierarchy: bool = True,
+    hierarchy_sample: int | None = DEFAULT_HIERARCHY_SAMPLE,
+) -> WrittenReport:
+    """Report on ``paths``: write the HTML page to ``output`` and the Markdown to ``markdown``."""
+    report = build_report(
+        paths,
+        names=names,
+        dictionary_path=dictionary_path,
+        examples=examples,
+        seed=seed,
+        hierarchy=hierarchy,
+        hierarchy_sample=hierarchy_sample,
+    )
+    markdown_text = render_markdown(report)
+    html_path = Path(output)
+    atomic_write_text(html_path, render_html(report))
+    markdown_path = Path(markdown) if markdown is not None else None
+    if markdown_path is not None:
+        atomic_write_text(markdown_path, markdown_text)
+    return WrittenReport(report, html_path, markdown_path, markdown_text)
