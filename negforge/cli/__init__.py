@@ -44,7 +44,12 @@ def main() -> None:
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         import click
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # typer >= 0.20 raises its vendored copy of click's exceptions (typer._click)
+        vendored = getattr(getattr(typer, "_click", None), "exceptions", None)
+        usage_errors: tuple[type[Exception], ...] = (click.ClickException,)
+        if vendored is not None:
+            usage_errors += (vendored.ClickException,)
+        if isinstance(exc, usage_errors):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise
