@@ -113,23 +113,36 @@ def export_shine_jsonl(artifact: str | Path, out: str | Path) -> ExportResult:
 # --- import ----------------------------------------------------------------------------------
 
 
-def _alignment_pattern(texts: Sequence[str]) -> re.Pattern[str]:
-    """Rule-7 rendering of ``texts`` where each token may also appear as ``<mask>``."""
-    mask = re.escape(MASK)
-    parts = []
-    for index, text in enumerate(texts):
+def _align(texts: Sequence[str], masked_query: str) -> list[int] | None:
+    """Indices of the tokens shown as ``<mask>`` when ``masked_query`` is the rule-7
+    rendering of ``texts`` with some tokens masked; None when it is not."""
+    hidden: list[int] = []
+
+    def walk(index: int, position: int) -> bool:
+        if index == len(texts):
+            return position == len(masked_query)
+        text = texts[index]
         separator = "" if index == 0 or text in NO_SPACE_BEFORE else " "
-        parts.append(f"{separator}(?:({mask})|{re.escape(text)})")
-    return re.compile("".join(parts))
+        for shown, masked in ((text, False), (MASK, True)):
+            piece = separator + shown
+            if masked_query.startswith(piece, position):
+                if masked:
+                    hidden.append(index)
+                if walk(index + 1, position + len(piece)):
+                    return True
+                if masked:
+                    hidden.pop()
+        return False
+
+    return hidden if walk(0, 0) else None
 
 
 def align_masked(tokens: Sequence[Token], masked_query: str) -> list[int] | None:
     """Masked positions of ``masked_query`` over our tokens (priority order), or None."""
-    texts = [t[0] for t in tokens]
-    match = _alignment_pattern(texts).fullmatch(masked_query)
-    if match is None:
+    found = _align([t[0] for t in tokens], masked_query)
+    if found is None:
         return None
-    hidden = {i for i, group in enumerate(match.groups()) if group is not None}
+    hidden = set(found)
     order = [p for p, _ in priority_list(tokens) if p in hidden]
     return order + sorted(hidden - set(order))
 
