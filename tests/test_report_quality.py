@@ -54,6 +54,8 @@ def test_locate_fills_needs_the_template() -> None:
     assert locate_fills(masked, "person runs into the garage.") == ["runs", "garage"]
     assert locate_fills(masked, "a person runs into the garage.") is None
     assert locate_fills(masked, None) is None
+    # A negative that kept a literal mask did not fill it (the released file has one).
+    assert locate_fills(masked, "person <mask> runs into the garage.") is None
 
 
 def test_row_fills_follow_priority_order() -> None:
@@ -96,8 +98,9 @@ def test_artifact_x_figures_by_hand() -> None:
     assert f.equal_original == 3  # opens (A2), on (B3), walks (C1)
     assert f.changed == 11
     # own type: window, child, table (B2), table (B3); other type: table for a verb (B1);
-    # outside D: "slowly closes", pushes, gate, stands, stands, garage.
-    assert (f.changed_own_type, f.changed_other_type, f.changed_outside_dictionary) == (4, 1, 6)
+    # outside D: pushes, gate, stands, stands, garage; phrase: "slowly closes".
+    assert (f.changed_own_type, f.changed_other_type, f.changed_outside_dictionary) == (4, 1, 5)
+    assert f.changed_phrase == 1
     assert f.words_per_fill == {1: 13, 2: 1}
     assert f.mean_words_per_fill == pytest.approx(15 / 14)
     assert f.one_word_share == pytest.approx(13 / 14)
@@ -115,11 +118,13 @@ def test_artifact_x_figures_by_hand() -> None:
     assert list(types) == ["verb", "noun", "preposition"]
     verb, noun, prep = types["verb"].fills, types["noun"].fills, types["preposition"].fills
     assert (verb.masks, verb.located, verb.equal_original, verb.changed) == (9, 7, 2, 5)
-    assert (verb.changed_own_type, verb.changed_other_type, verb.changed_outside_dictionary) == (
-        0,
-        1,
-        4,
+    verb_classes = (
+        verb.changed_own_type,
+        verb.changed_other_type,
+        verb.changed_outside_dictionary,
+        verb.changed_phrase,
     )
+    assert verb_classes == (0, 1, 3, 1)
     assert (noun.masks, noun.located, noun.equal_original, noun.changed) == (7, 6, 0, 6)
     assert (noun.changed_own_type, noun.changed_outside_dictionary) == (4, 2)
     assert (prep.masks, prep.located, prep.equal_original) == (2, 1, 1)
@@ -141,6 +146,7 @@ def test_without_dictionary_the_dictionary_figures_stay_empty() -> None:
     f = compute_quality("x", rows_x()).overall.fills
     assert f.changed_own_type is None and f.outside_dictionary_share is None
     assert f.equal_original == 3
+    assert f.changed_phrase == 1  # phrases need no dictionary
 
 
 def test_row_figures_match_the_parquet_table(tmp_path) -> None:

@@ -3,7 +3,8 @@
 A mask's fill is *located* when it can be read off without guessing:
 
 1. the negative keeps every unmasked word of its masked query verbatim (it matches the
-   template, :func:`negforge.generation.validation.extract_fills`), and
+   template, :func:`negforge.generation.validation.extract_fills`, and no fill still
+   contains ``<mask>``), and
 2. the mask stands alone (no neighbouring mask), or the run of adjacent masks it belongs to
    was filled with exactly one word per mask. Between adjacent masks filled with more words
    than masks, where one fill ends and the next begins is a guess, so none of that run's
@@ -81,8 +82,8 @@ def locate_fills(masked_query: str, negative: str | None) -> list[str | None] | 
     if negative is None or not negative.strip():
         return None
     fills = extract_fills(masked_query, negative)
-    if fills is None:
-        return None
+    if fills is None or any(MASK in fill for fill in fills):
+        return None  # a "fill" that still holds a mask left the template, too
     return located_fills(masked_query, fills)
 
 

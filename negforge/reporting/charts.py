@@ -125,7 +125,7 @@ def levels_chart(artifacts: Sequence[ArtifactQuality]) -> ChartImage:
         ("valid", "Valid rows"),
         ("template", "Negatives that keep every unmasked word"),
         ("copied", "Located fills equal to the masked word (lower is better)"),
-        ("outside", "Changed fills outside the dictionary D")
+        ("outside", "Changed fills: single words outside D")
         if with_dictionary
         else ("one_word", "Located fills of one word"),
     ]

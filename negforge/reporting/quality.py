@@ -9,10 +9,10 @@ A pure library: rows in, pydantic models out (no I/O, no plotting). Definitions:
   under the same rule. Every fill figure counts located fills only.
 * **template kept** -- the negative keeps every unmasked word verbatim.
 * **fill equals the original** -- a located fill equal (case-insensitive) to the masked word.
-* **changed fill** -- a located fill that is not equal to the masked word. With a dictionary
-  D, every changed fill is exactly one of: in D with the masked word's type (*own type*),
-  in D with only other types (*other type*), or not in D at all (*outside D*, which takes in
-  every multi-word fill).
+* **changed fill** -- a located fill that is not equal to the masked word. Every changed
+  fill is exactly one of: a *phrase* (several words; D holds single words), or, with a
+  dictionary D, a single word in D with the masked word's type (*own type*), in D with
+  only other types (*other type*), or not in D at all (*outside D*).
 * **equals the query** -- the negative equals the positive query (case and spacing ignored;
   also against the query re-rendered from its tokens).
 * **duplicated level** -- the negative equals a lower level's negative of the same query.
@@ -61,7 +61,8 @@ class FillCounts(BaseModel):
     located: int = 0
     equal_original: int = 0
     changed: int = 0
-    #: Filled in only when a dictionary was given (None otherwise).
+    changed_phrase: int = 0  # changed fills of several words
+    #: Single-word changed fills by dictionary class; only with a dictionary (else None).
     changed_own_type: int | None = None
     changed_other_type: int | None = None
     changed_outside_dictionary: int | None = None
@@ -86,6 +87,10 @@ class FillCounts(BaseModel):
         if self.changed_outside_dictionary is None:
             return None
         return share(self.changed_outside_dictionary, self.changed)
+
+    @property
+    def phrase_share(self) -> float | None:
+        return share(self.changed_phrase, self.changed)
 
     @property
     def mean_words_per_fill(self) -> float | None:
@@ -230,13 +235,16 @@ class _FillTally:
         if fill is None:
             return
         c.located += 1
-        self.words[len(fill.split())] += 1
+        n_words = len(fill.split())
+        self.words[n_words] += 1
         lowered = fill.lower()
         if lowered == original.lower():
             c.equal_original += 1
             return
         c.changed += 1
-        if dictionary is not None:
+        if n_words > 1:
+            c.changed_phrase += 1
+        elif dictionary is not None:
             assert c.changed_own_type is not None
             assert c.changed_other_type is not None
             assert c.changed_outside_dictionary is not None

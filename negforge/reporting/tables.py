@@ -77,7 +77,17 @@ def _dictionary_cells(fills: FillCounts) -> list[Cell]:
         share_cell(fills.changed_own_type, fills.changed),
         share_cell(fills.changed_other_type, fills.changed),
         share_cell(fills.changed_outside_dictionary, fills.changed),
+        share_cell(fills.changed_phrase, fills.changed),
     ]
+
+
+#: Headers of the cells :func:`_dictionary_cells` makes.
+DICTIONARY_HEADERS = [
+    "changed: own type",
+    "changed: other type",
+    "changed: outside D",
+    "changed: phrase",
+]
 
 
 def overview_table(artifacts: Sequence[ArtifactQuality]) -> Table:
@@ -93,9 +103,7 @@ def overview_table(artifacts: Sequence[ArtifactQuality]) -> Table:
             "template kept",
             "fills located",
             "fill = original",
-            "changed: own type",
-            "changed: other type",
-            "changed: outside D",
+            *DICTIONARY_HEADERS,
             "duplicated level",
             "negative = query",
             "words / fill",
@@ -103,10 +111,12 @@ def overview_table(artifacts: Sequence[ArtifactQuality]) -> Table:
         ],
         note=(
             "Shares of rows, except the fill columns: 'fill = original' and 'one-word fills' "
-            "are shares of located fills, the three 'changed' columns shares of changed fills "
-            "(located fills that differ from the masked word; they need --dict). A fill is "
-            "located when the negative kept every unmasked word and the mask stands alone or "
-            "its run of adjacent masks got one word each."
+            "are shares of located fills, the 'changed' columns shares of changed fills "
+            "(located fills that differ from the masked word): a phrase (several words), or "
+            "a single word in D with the masked word's type, in D with other types only, or "
+            "outside D (these three need --dict). A fill is located when the negative kept "
+            "every unmasked word and the mask stands alone or its run of adjacent masks got "
+            "one word each."
         ),
     )
     for artifact in artifacts:
@@ -202,9 +212,7 @@ def types_table(artifacts: Sequence[ArtifactQuality], top: int = 8) -> Table:
             "masks",
             "fills located",
             "fill = original",
-            "changed: own type",
-            "changed: other type",
-            "changed: outside D",
+            *DICTIONARY_HEADERS,
             "distinct fills",
             "most frequent fills",
         ],
