@@ -119,6 +119,27 @@ def server_command(settings: LocalServerSettings, gguf: Path, port: int) -> list
     return command
 
 
+#: Build flags that avoid the SIGILL of a "-march=native" build on a VM that advertises AMX
+#: but does not enable it (seen on Firecracker VMs with Sapphire Rapids hosts).
+PORTABLE_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+)
+
+
+def describe_exit(code: int) -> str:
+    """A server exit code in words, with the fix for an illegal-instruction crash."""
+    if code == -signal.SIGILL or code == 128 + signal.SIGILL:
+        return (
+            "killed by SIGILL, an illegal CPU instruction: this llama-cpp-python build uses "
+            "instructions the CPU (or VM) cannot run; rebuild it with "
+            f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall '
+            f"--no-deps '{LLAMA_SERVER_REQUIREMENT}'"
+        )
+    if code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 def _models_answer(url: str, timeout_s: float = 2.0) -> list[str] | None:
     """The model ids ``GET {url}/models`` lists, or None while the server does not answer."""
     try:
@@ -151,6 +172,7 @@ class LocalLLMServer:
         self.port = self.settings.port
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self._temporary_log = False  # deleted on a clean stop, kept when start-up failed
 
     @property
     def url(self) -> str:
@@ -171,6 +193,7 @@ class LocalLLMServer:
                 handle, name = tempfile.mkstemp(prefix="negforge-llama-", suffix=".log")
                 os.close(handle)
                 self.log_path = Path(name)
+                self._temporary_log = True
             self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
             stdout = self._log_file
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -182,6 +205,7 @@ class LocalLLMServer:
         try:
             self._wait_ready()
         except BaseException:
+            self._temporary_log = False  # the error message points at it
             self.stop()
             raise
         return self
@@ -193,15 +217,39 @@ class LocalLLMServer:
             code = self.process.poll()
             if code is not None:
                 raise LocalServerError(
-                    f"llama.cpp server exited with code {code} before answering{self._log_tail()}"
+                    f"llama.cpp server stopped before answering ({describe_exit(code)})"
+                    f"{self._log_tail()}"
                 )
             if _models_answer(self.url) is not None:
+                self._warm_up()
                 return
             time.sleep(0.2)
         raise LocalServerError(
             f"llama.cpp server did not answer on {self.url} within "
             f"{self.settings.startup_timeout_s:.0f} s{self._log_tail()}"
         )
+
+    def _warm_up(self) -> None:
+        """One tiny completion: loads the weights and proves the build runs on this CPU."""
+        assert self.process is not None
+        body = json.dumps({"model": self.settings.model_alias, "max_tokens": 1,
+                           "messages": [{"role": "user", "content": "Hi"}]}).encode()  # fmt: skip
+        request = urllib.request.Request(f"{self.url}/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.startup_timeout_s):
+                return
+        except (OSError, urllib.error.URLError) as exc:
+            try:
+                code = self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                raise LocalServerError(
+                    f"llama.cpp server failed its first completion ({exc}){self._log_tail()}"
+                ) from exc
+            raise LocalServerError(
+                f"llama.cpp server died on its first completion ({describe_exit(code)})"
+                f"{self._log_tail()}"
+            ) from exc
 
     def _log_tail(self, lines: int = 15) -> str:
         if self.log_path is None or not self.log_path.is_file():
@@ -227,6 +275,8 @@ class LocalLLMServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._temporary_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalLLMServer:
         return self.start()
@@ -246,7 +296,10 @@ def serve_foreground(settings: LocalServerSettings, echo: Any = print) -> int:
         echo("use it with: negforge generate --llm local ...")
     echo("Ctrl-C stops it.")
     try:
-        return server.wait()
+        code = server.wait()
+        if code != 0:
+            echo(f"llama.cpp server stopped: {describe_exit(code)}")
+        return code
     except KeyboardInterrupt:
         return 0
     finally:
