@@ -61,3 +61,18 @@ def report_command(
         typer.echo(written.markdown_text)
     extra = f" and {written.markdown}" if written.markdown else ""
     typer.echo(f"wrote {written.html}{extra}", err=not quiet)
+
+
+@app.command("plot-run")
+def plot_run_command(
+    run_dir: Path = typer.Argument(
+        ..., metavar="RUN_DIR", help="a training run folder (or its metrics.csv)"
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="the PNG to write"),
+    title: str | None = typer.Option(None, "--title", help="figure title (default: run name)"),
+) -> None:
+    """Training curves of a run: loss parts, learning rate, R1@0.5/0.7, mIoU, mAP per split."""
+    from negforge.reporting.run_plot import write_run_plot
+
+    written = write_run_plot(run_dir, output, title)
+    typer.echo(f"wrote {written}")
