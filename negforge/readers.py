@@ -159,7 +159,11 @@ def read_queries(
         candidates = _csv_rows(path, data)
     else:
         candidates = _parquet_rows(path)
-    return _collect(path, str(kind), candidates, raise_first=on_error == "raise")
+    # Undecodable bytes (or \udcXX escapes) can only hide in values when the file has any:
+    # skip the per-value scan otherwise.
+    suspicious = kind == "parquet" or b"\\ud" in data.lower() or not _is_utf8(data)
+    return _collect(path, str(kind), candidates, raise_first=on_error == "raise",
+                    check_bytes=suspicious)
 
 
 # --- building blocks -------------------------------------------------------------------------
@@ -183,6 +187,14 @@ def _decode(data: bytes) -> str:
     """UTF-8 text; undecodable bytes become lone surrogates that validation reports."""
     text = data.decode("utf-8", errors="surrogateescape")
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _bad_utf8_field(raw: dict[str, Any]) -> str | None:
@@ -360,7 +372,12 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def _collect(
-    path: Path, kind: str, candidates: Iterator[_Candidate], *, raise_first: bool
+    path: Path,
+    kind: str,
+    candidates: Iterator[_Candidate],
+    *,
+    raise_first: bool,
+    check_bytes: bool = True,
 ) -> ReadResult:
     records: list[QueryRecord] = []
     lines: list[int] = []
@@ -370,7 +387,7 @@ def _collect(
         bad: BadRow | None = raw if isinstance(raw, BadRow) else None
         record: QueryRecord | None = None
         if isinstance(raw, dict):
-            bad_field = _bad_utf8_field(raw)
+            bad_field = _bad_utf8_field(raw) if check_bytes else None
             if bad_field is not None:
                 field = names.get(bad_field, bad_field) if names else bad_field
                 bad = BadRow(path=str(path), line=line, field=field,

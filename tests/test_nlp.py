@@ -1,0 +1,82 @@
+"""spaCy loading, the memoised post-parse annotation (exactness) and the parse cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from negforge import nlp
+from negforge.errors import MissingModelError
+from negforge.readers import read_queries
+
+SAMPLE_TEXTS = [
+    "person opens the door.",
+    "let's see, the man is gon na open it.",
+    "there is a person sitting on a chair.",
+    "y'all ai n't going to believe this!",
+    "  A woman is outside, shoveling snow.",
+    "person opens the door.",
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    language, info = nlp.load_pipeline()
+    return language, info
+
+
+def test_default_model_resolves_and_missing_model_says_how_to_install():
+    info = nlp.resolve_model()
+    assert info.requested == "en_core_web_sm"
+    assert info.name.startswith("en_core_web_sm") and info.version != "unknown"
+    with pytest.raises(MissingModelError) as caught:
+        nlp.resolve_model("xx_no_such_pipeline")
+    message = str(caught.value)
+    assert "\n" not in message and "python -m spacy download en_core_web_sm" in message
+
+
+def test_loaded_pipeline_has_tagger_and_parser_but_no_ner(pipeline):
+    language, _ = pipeline
+    assert {"tagger", "parser", "attribute_ruler", "lemmatizer"} <= set(language.pipe_names)
+    assert "ner" not in language.pipe_names
+
+
+def test_memoised_post_parse_equals_the_full_pipeline(pipeline, repo_root):
+    language, _ = pipeline
+    texts = SAMPLE_TEXTS + [
+        r.query for r in read_queries(
+            repo_root / "negforge" / "sample_data" / "sample_queries.jsonl").records
+    ]
+    fast = nlp.parse_with(language, texts)
+    full = [nlp.doc_tokens(doc) for doc in language.pipe(texts)]
+    assert fast == full
+    post = nlp._POST[id(language)]
+    assert post.enabled and post.memo  # the fast path was really used
+    # multi-token attribute-ruler patterns ("gon na", "let 's", "there is") were seen
+    assert post.trigger_keys
+
+
+def test_unknown_layouts_fall_back_to_running_every_component():
+    import spacy
+
+    blank = spacy.blank("en")
+    assert not nlp.PostParse(blank).enabled
+    assert nlp.parse_with(blank, ["a b ."]) == [[("a", "", "", ""), ("b", "", "", ""),
+                                                 (".", "", "", "")]]
+
+
+def test_parse_cache_round_trip(tmp_path):
+    texts = SAMPLE_TEXTS[:3]
+    nlp.clear_memory_cache()
+    first = nlp.parse_texts(texts, cache_dir=tmp_path)
+    assert not first.cache_hit and first.cache_path is not None and first.cache_path.is_file()
+    nlp.clear_memory_cache()
+    again = nlp.parse_texts(texts, cache_dir=tmp_path)
+    assert again.cache_hit and again.tokens == first.tokens
+    in_memory = nlp.parse_texts(texts, cache_dir=tmp_path / "elsewhere")
+    assert in_memory.cache_hit
+    other = nlp.parse_texts(texts[:2], cache_dir=tmp_path)
+    assert not other.cache_hit and other.tokens == first.tokens[:2]
+    # a damaged cache file is ignored (re-parsed), not trusted
+    nlp.clear_memory_cache()
+    first.cache_path.write_bytes(b"garbage")
+    assert not nlp.parse_texts(texts, cache_dir=tmp_path).cache_hit
