@@ -51,12 +51,13 @@ p.note { color: var(--muted); margin: 0 0 10px; max-width: 1100px; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: right;
          vertical-align: top; }
+td { white-space: nowrap; }
 th { background: #eef1f6; position: relative; cursor: pointer; user-select: none;
-     white-space: nowrap; }
+     vertical-align: bottom; min-width: 56px; max-width: 140px; }
 th[data-sorted="asc"]::after { content: " ▲"; font-size: 10px; }
 th[data-sorted="desc"]::after { content: " ▼"; font-size: 10px; }
 td.text, th.text { text-align: left; }
-td.wide { text-align: left; min-width: 360px; }
+td.wide { text-align: left; min-width: 360px; white-space: normal; }
 tr.all td { font-weight: 600; background: #fafbfd; }
 img.chart { max-width: 100%; height: auto; display: block; margin: 8px 0;
             border: 1px solid var(--line); border-radius: 4px; }
@@ -64,7 +65,7 @@ mark { background: #ffe08a; padding: 0 2px; border-radius: 3px; }
 span.mask { color: #8a1c7c; font-weight: 600; }
 span.ok { color: #11772d; font-weight: 600; }
 span.bad { color: #b42318; font-weight: 600; }
-table.examples td { text-align: left; }
+table.examples td { text-align: left; white-space: normal; }
 table.examples td.level { text-align: center; }
 div.example { margin-bottom: 18px; }
 code { background: #eef1f6; padding: 0 4px; border-radius: 3px; }
@@ -112,8 +113,9 @@ def png_data_uri(png: bytes) -> str:
 def table_html(table: Table, wide_columns: Sequence[str] = ()) -> str:
     """One sortable table with its title and note."""
     text_columns = {0, 1} | {i for i, h in enumerate(table.headers) if h in wide_columns}
+    # <wbr> lets long reason codes (unmasked_changed) break after an underscore.
     head = "".join(
-        f'<th class="{"text" if i in text_columns else ""}">{_e(h)}</th>'
+        f'<th class="{"text" if i in text_columns else ""}">{_e(h).replace("_", "_<wbr>")}</th>'
         for i, h in enumerate(table.headers)
     )
     body_rows = []
