@@ -105,6 +105,23 @@ def test_forward_backward_shapes_and_finite(backbone, negatives):
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
+def test_bf16_autocast_forward_backward(backbone):
+    """The dtype paths used with bf16 autocast on CUDA, exercised with CPU autocast."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(backbone))
+    criterion = build_criterion(LossConfig(), backbone).train()
+    batch = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run(model, batch)
+        losses = criterion(out, batch["targets"])
+    assert losses["loss"].dtype == torch.float32
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()
+               if p.grad is not None)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
 def test_batched_negatives_equal_separate_passes(backbone):
     """The query-set pass scores each negative exactly as a plain forward with that text."""
     torch.manual_seed(0)

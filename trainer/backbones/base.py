@@ -136,7 +136,7 @@ class GroundingModel(nn.Module):
         all_text = torch.cat([t for t, _ in padded])
         all_mask = torch.cat([m for _, m in padded])
         rows = torch.cat(video_rows)
-        text_pos = self.text_pos(all_text).expand(all_text.shape[0], -1, -1)
+        text_pos = self.text_pos(all_text).to(all_text.dtype).expand(all_text.shape[0], -1, -1)
         if len(texts) == 1:
             encoded = self.encode(video, video_pos, video_mask, all_text, text_pos, all_mask)
         else:
