@@ -34,8 +34,9 @@ def _mean_over_rows(values: Tensor, rows: Tensor) -> Tensor:
     return total / rows.sum().clamp(min=1).to(values.dtype)
 
 
-def saliency_hinge_loss(scores: Tensor, window_mask: Tensor, valid_mask: Tensor,
-                        margin: float) -> Tensor:
+def saliency_hinge_loss(
+    scores: Tensor, window_mask: Tensor, valid_mask: Tensor, margin: float
+) -> Tensor:
     """Moment-DETR's saliency hinge: max(0, margin + s_out - s_in).
 
     Moment-DETR samples one clip inside and one outside the window; here the hinge is
@@ -64,8 +65,9 @@ def mismatched_query_loss(neg_scores: Tensor, valid_mask: Tensor, rows: Tensor |
     return _mean_over_rows(per_row, eligible)
 
 
-def rank_contrastive_loss(scores: Tensor, window_mask: Tensor, valid_mask: Tensor,
-                          tau: float) -> Tensor:
+def rank_contrastive_loss(
+    scores: Tensor, window_mask: Tensor, valid_mask: Tensor, tau: float
+) -> Tensor:
     """QD-DETR's rank-contrastive saliency loss for 0/1 labels.
 
     Each clip i inside the window is contrasted against every valid clip outside it:
@@ -101,35 +103,43 @@ class SetCriterion(nn.Module):
         self.cfg = cfg
         self.backbone = backbone
         self.matcher = HungarianMatcher(cfg.match_cls, cfg.match_span_l1, cfg.match_giou)
-        self.register_buffer("class_weight", torch.tensor([1.0, cfg.eos_coef]),
-                             persistent=False)
+        self.register_buffer("class_weight", torch.tensor([1.0, cfg.eos_coef]), persistent=False)
 
-    def set_losses(self, pred_logits: Tensor, pred_spans: Tensor, target_spans: list[Tensor]
-                   ) -> dict[str, Tensor]:
+    def set_losses(
+        self, pred_logits: Tensor, pred_spans: Tensor, target_spans: list[Tensor]
+    ) -> dict[str, Tensor]:
         """Matched span L1, span gIoU loss and class cross-entropy of one decoder layer."""
         pred_logits, pred_spans = pred_logits.float(), pred_spans.float()
         matches = self.matcher(pred_logits, pred_spans, target_spans)
         device = pred_spans.device
-        batch_index = torch.cat([torch.full_like(query, row) for row, (query, _)
-                                 in enumerate(matches)]).to(device)
+        batch_index = torch.cat(
+            [torch.full_like(query, row) for row, (query, _) in enumerate(matches)]
+        ).to(device)
         query_index = torch.cat([query for query, _ in matches]).to(device)
-        matched_targets = torch.cat([spans.to(device)[target] for spans, (_, target)
-                                     in zip(target_spans, matches, strict=True)]).float()
+        matched_targets = torch.cat(
+            [
+                spans.to(device)[target]
+                for spans, (_, target) in zip(target_spans, matches, strict=True)
+            ]
+        ).float()
         matched_preds = pred_spans[batch_index, query_index]
         count = max(sum(int(t.shape[0]) for t in target_spans), 1)
         loss_span = F.l1_loss(matched_preds, matched_targets, reduction="sum") / count
-        giou = generalized_temporal_iou(span_cxw_to_xx(matched_preds),
-                                        span_cxw_to_xx(matched_targets))
+        giou = generalized_temporal_iou(
+            span_cxw_to_xx(matched_preds), span_cxw_to_xx(matched_targets)
+        )
         loss_giou = (1 - giou.diagonal()).sum() / count
         target_classes = torch.ones(pred_logits.shape[:2], dtype=torch.long, device=device)
         target_classes[batch_index, query_index] = 0
         class_weight: Tensor = self.class_weight  # type: ignore[assignment]
-        loss_label = F.cross_entropy(pred_logits.transpose(1, 2), target_classes,
-                                     weight=class_weight.to(device))
+        loss_label = F.cross_entropy(
+            pred_logits.transpose(1, 2), target_classes, weight=class_weight.to(device)
+        )
         return {"loss_span": loss_span, "loss_giou": loss_giou, "loss_label": loss_label}
 
-    def saliency_losses(self, out: dict[str, Any], window: Tensor, valid: Tensor
-                        ) -> dict[str, Tensor]:
+    def saliency_losses(
+        self, out: dict[str, Any], window: Tensor, valid: Tensor
+    ) -> dict[str, Tensor]:
         """The backbone's own saliency losses (part of L_base)."""
         cfg = self.cfg
         scores = out["saliency_scores"].float()
@@ -137,15 +147,17 @@ class SetCriterion(nn.Module):
         shine = cfg.shine
         replaced = shine.enabled and shine.use_intra and shine.intra_replaces_base_saliency
         if not replaced:
-            losses["loss_saliency"] = saliency_hinge_loss(scores, window, valid,
-                                                          cfg.saliency_margin)
+            losses["loss_saliency"] = saliency_hinge_loss(
+                scores, window, valid, cfg.saliency_margin
+            )
         if self.backbone == "qd_detr":
-            losses["loss_saliency_rc"] = rank_contrastive_loss(scores, window, valid,
-                                                               cfg.rank_contrastive_tau)
+            losses["loss_saliency_rc"] = rank_contrastive_loss(
+                scores, window, valid, cfg.rank_contrastive_tau
+            )
             if "saliency_scores_inbatch_neg" in out:
                 losses["loss_saliency_neg"] = mismatched_query_loss(
-                    out["saliency_scores_inbatch_neg"].float(), valid,
-                    out.get("inbatch_neg_valid"))
+                    out["saliency_scores_inbatch_neg"].float(), valid, out.get("inbatch_neg_valid")
+                )
         return losses
 
     def forward(self, out: dict[str, Any], targets: dict[str, Any]) -> dict[str, Tensor]:
@@ -154,9 +166,14 @@ class SetCriterion(nn.Module):
         target_spans: list[Tensor] = targets["spans"]
         window = targets["saliency_labels"]
         valid = targets.get("video_mask", out["video_mask"])
-        weights = {"loss_span": cfg.span_l1, "loss_giou": cfg.giou, "loss_label": cfg.cls,
-                   "loss_saliency": cfg.saliency, "loss_saliency_rc": cfg.saliency,
-                   "loss_saliency_neg": cfg.saliency}
+        weights = {
+            "loss_span": cfg.span_l1,
+            "loss_giou": cfg.giou,
+            "loss_label": cfg.cls,
+            "loss_saliency": cfg.saliency,
+            "loss_saliency_rc": cfg.saliency,
+            "loss_saliency_neg": cfg.saliency,
+        }
         losses = self.set_losses(out["pred_logits"], out["pred_spans"], target_spans)
         total = torch.zeros((), device=out["pred_spans"].device)
         for name, value in losses.items():
@@ -171,8 +188,7 @@ class SetCriterion(nn.Module):
         for name, value in saliency.items():
             losses[name] = value
             total = total + weights[name] * value
-        has_negatives = ("saliency_scores_hard_neg" in out
-                         or "saliency_scores_inbatch_neg" in out)
+        has_negatives = "saliency_scores_hard_neg" in out or "saliency_scores_inbatch_neg" in out
         if self.training and cfg.shine.enabled:
             hard = out.get("saliency_scores_hard_neg")
             inbatch = out.get("saliency_scores_inbatch_neg")
@@ -180,7 +196,9 @@ class SetCriterion(nn.Module):
                 out["saliency_scores"].float(),
                 hard.float() if hard is not None else None,
                 inbatch.float() if inbatch is not None else None,
-                window, valid, cfg.shine,
+                window,
+                valid,
+                cfg.shine,
                 hard_neg_valid=_on_device(targets.get("hard_neg_valid"), window.device),
                 inbatch_valid=out.get("inbatch_neg_valid") if has_negatives else None,
             )

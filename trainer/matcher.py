@@ -94,8 +94,9 @@ class HungarianMatcher(nn.Module):
         self.cost_giou = cost_giou
 
     @torch.no_grad()
-    def forward(self, pred_logits: Tensor, pred_spans: Tensor, target_spans: list[Tensor]
-                ) -> list[tuple[Tensor, Tensor]]:
+    def forward(
+        self, pred_logits: Tensor, pred_spans: Tensor, target_spans: list[Tensor]
+    ) -> list[tuple[Tensor, Tensor]]:
         """(B, Q, 2) logits, (B, Q, 2) (cx, w) spans, B tensors (n_i, 2) -> B index pairs.
 
         Each pair is ``(query_indices, target_indices)`` (int64, length min(Q, n_i)).

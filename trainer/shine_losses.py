@@ -89,11 +89,13 @@ def coarse_ranking_terms(
     # S_p^-: maximum positive score outside the window (valid clips only).
     has_outside = outside.any(dim=1)
     masked_out = torch.where(outside, pos_scores, torch.full_like(pos_scores, float("-inf")))
-    s_pos_minus = torch.where(has_outside, masked_out.max(dim=1).values,
-                              torch.zeros_like(s_pos_plus))
+    s_pos_minus = torch.where(
+        has_outside, masked_out.max(dim=1).values, torch.zeros_like(s_pos_plus)
+    )
     # L_intra = max(0, h1 + S_p^- - S_p^+); 0 for a row without any clip outside the window.
-    intra_rows = torch.where(has_outside, F.relu(h1 + s_pos_minus - s_pos_plus),
-                             torch.zeros_like(s_pos_plus))
+    intra_rows = torch.where(
+        has_outside, F.relu(h1 + s_pos_minus - s_pos_plus), torch.zeros_like(s_pos_plus)
+    )
     intra = _masked_row_mean(intra_rows, has_window)
     if inbatch_neg_scores is None:
         return CoarseRankingTerms(intra, pos_scores.sum() * 0.0)
@@ -139,8 +141,16 @@ def coarse_ranking_loss(
     Returns:
         Scalar: the enabled terms, each averaged over its eligible rows (module docstring).
     """
-    terms = coarse_ranking_terms(pos_scores, inbatch_neg_scores, window_mask, valid_mask,
-                                 q=q, h1=h1, h2=h2, inbatch_row_mask=inbatch_row_mask)
+    terms = coarse_ranking_terms(
+        pos_scores,
+        inbatch_neg_scores,
+        window_mask,
+        valid_mask,
+        q=q,
+        h1=h1,
+        h2=h2,
+        inbatch_row_mask=inbatch_row_mask,
+    )
     loss = pos_scores.sum() * 0.0
     if use_intra:
         loss = loss + terms.intra
@@ -205,8 +215,7 @@ def fine_ranking_terms(
         # The in-batch negative is absent: the fourth term has no eligible row.
         inbatch_neg_scores = pos_scores.detach()
         inbatch_row_mask = torch.zeros(batch, dtype=torch.bool, device=pos_scores.device)
-    d = fine_ranking_distances(pos_scores, hard_neg_scores, inbatch_neg_scores,
-                               window_mask, valid)
+    d = fine_ranking_distances(pos_scores, hard_neg_scores, inbatch_neg_scores, window_mask, valid)
     margin = torch.tensor(margins, dtype=d.dtype, device=d.device)
     # chain (Eq. 3):  [m0 + d1 - d2]+ + [m1 + d2 - d3]+ + [m2 + d3 - d4]+ + [m3 + d4 - d5]+
     # anchored on d2: [m0 + d1 - d2]+ + [m1 + d2 - d3]+ + [m2 + d2 - d4]+ + [m3 + d2 - d5]+
@@ -258,9 +267,17 @@ def fine_ranking_loss(
     Returns:
         Scalar: the enabled terms, each averaged over its eligible rows.
     """
-    per_term = fine_ranking_terms(pos_scores, hard_neg_scores, inbatch_neg_scores,
-                                  window_mask, valid_mask, margins=margins, mode=mode,
-                                  row_mask=row_mask, inbatch_row_mask=inbatch_row_mask)
+    per_term = fine_ranking_terms(
+        pos_scores,
+        hard_neg_scores,
+        inbatch_neg_scores,
+        window_mask,
+        valid_mask,
+        margins=margins,
+        mode=mode,
+        row_mask=row_mask,
+        inbatch_row_mask=inbatch_row_mask,
+    )
     switch = torch.tensor(terms, dtype=torch.bool, device=per_term.device)
     return torch.where(switch, per_term, torch.zeros_like(per_term)).sum()
 
@@ -285,17 +302,31 @@ def shine_losses(
     (= alpha * loss_cr + beta * loss_fr).
     """
     zero = pos_scores.sum() * 0.0
-    coarse = coarse_ranking_terms(pos_scores, inbatch_neg_scores, window_mask, valid_mask,
-                                  q=cfg.q, h1=cfg.h1, h2=cfg.h2,
-                                  inbatch_row_mask=inbatch_valid)
+    coarse = coarse_ranking_terms(
+        pos_scores,
+        inbatch_neg_scores,
+        window_mask,
+        valid_mask,
+        q=cfg.q,
+        h1=cfg.h1,
+        h2=cfg.h2,
+        inbatch_row_mask=inbatch_valid,
+    )
     intra = coarse.intra if cfg.use_intra else zero
     inter = coarse.inter if cfg.use_inter else zero
     parts = {"loss_intra": intra, "loss_inter": inter, "loss_cr": intra + inter}
     if hard_neg_scores is not None:
-        per_term = fine_ranking_terms(pos_scores, hard_neg_scores, inbatch_neg_scores,
-                                      window_mask, valid_mask, margins=cfg.margins,
-                                      mode=cfg.fine_ranking, row_mask=hard_neg_valid,
-                                      inbatch_row_mask=inbatch_valid)
+        per_term = fine_ranking_terms(
+            pos_scores,
+            hard_neg_scores,
+            inbatch_neg_scores,
+            window_mask,
+            valid_mask,
+            margins=cfg.margins,
+            mode=cfg.fine_ranking,
+            row_mask=hard_neg_valid,
+            inbatch_row_mask=inbatch_valid,
+        )
         switch = torch.tensor(cfg.fine_terms, dtype=torch.bool, device=per_term.device)
         per_term = torch.where(switch, per_term, torch.zeros_like(per_term))
         fine = per_term.sum()

@@ -46,8 +46,9 @@ def span_sine_embedding(spans: Tensor, dim: int) -> Tensor:
     """
     half = dim // 2
     scaled = spans * (2 * math.pi)
-    return torch.cat((_sine_embed(scaled[..., 0], half), _sine_embed(scaled[..., 1], half)),
-                     dim=-1).to(spans.dtype)
+    return torch.cat(
+        (_sine_embed(scaled[..., 0], half), _sine_embed(scaled[..., 1], half)), dim=-1
+    ).to(spans.dtype)
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
@@ -95,14 +96,15 @@ class InputProjection(nn.Sequential):
     The first block drops with ``input_dropout`` (0.5 by default), the others with ``dropout``.
     """
 
-    def __init__(self, in_dim: int, hidden: int, layers: int, input_dropout: float,
-                 dropout: float):
+    def __init__(self, in_dim: int, hidden: int, layers: int, input_dropout: float, dropout: float):
         blocks: list[nn.Module] = []
         dims = [in_dim] + [hidden] * layers
         for index in range(layers):
-            blocks += [nn.LayerNorm(dims[index]),
-                       nn.Dropout(input_dropout if index == 0 else dropout),
-                       nn.Linear(dims[index], dims[index + 1])]
+            blocks += [
+                nn.LayerNorm(dims[index]),
+                nn.Dropout(input_dropout if index == 0 else dropout),
+                nn.Linear(dims[index], dims[index + 1]),
+            ]
             if index < layers - 1:
                 blocks.append(nn.ReLU())
         super().__init__(*blocks)
@@ -136,8 +138,9 @@ class EncoderLayer(nn.Module):
 
     def forward(self, src: Tensor, pos: Tensor, key_padding_mask: Tensor) -> Tensor:
         query = src + pos
-        update = self.attention(query, query, src, key_padding_mask=key_padding_mask,
-                                need_weights=False)[0]
+        update = self.attention(
+            query, query, src, key_padding_mask=key_padding_mask, need_weights=False
+        )[0]
         src = self.norm(src + self.dropout(update))
         return self.feed_forward(src)
 
@@ -152,10 +155,21 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.feed_forward = FeedForward(hidden, ff, dropout)
 
-    def forward(self, x: Tensor, x_pos: Tensor, context: Tensor, context_pos: Tensor,
-                context_padding_mask: Tensor) -> Tensor:
-        update = self.attention(x + x_pos, context + context_pos, context,
-                                key_padding_mask=context_padding_mask, need_weights=False)[0]
+    def forward(
+        self,
+        x: Tensor,
+        x_pos: Tensor,
+        context: Tensor,
+        context_pos: Tensor,
+        context_padding_mask: Tensor,
+    ) -> Tensor:
+        update = self.attention(
+            x + x_pos,
+            context + context_pos,
+            context,
+            key_padding_mask=context_padding_mask,
+            need_weights=False,
+        )[0]
         x = self.norm(x + self.dropout(update))
         return self.feed_forward(x)
 
@@ -165,24 +179,36 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, hidden: int, heads: int, ff: int, dropout: float):
         super().__init__()
-        self.self_attention = nn.MultiheadAttention(hidden, heads, dropout=dropout,
-                                                    batch_first=True)
-        self.cross_attention = nn.MultiheadAttention(hidden, heads, dropout=dropout,
-                                                     batch_first=True)
+        self.self_attention = nn.MultiheadAttention(
+            hidden, heads, dropout=dropout, batch_first=True
+        )
+        self.cross_attention = nn.MultiheadAttention(
+            hidden, heads, dropout=dropout, batch_first=True
+        )
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)
         self.feed_forward = FeedForward(hidden, ff, dropout)
 
-    def forward(self, tgt: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor,
-                memory_padding_mask: Tensor) -> Tensor:
+    def forward(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        memory_padding_mask: Tensor,
+    ) -> Tensor:
         query = tgt + query_pos
         update = self.self_attention(query, query, tgt, need_weights=False)[0]
         tgt = self.norm1(tgt + self.dropout1(update))
-        update = self.cross_attention(tgt + query_pos, memory + memory_pos, memory,
-                                      key_padding_mask=memory_padding_mask,
-                                      need_weights=False)[0]
+        update = self.cross_attention(
+            tgt + query_pos,
+            memory + memory_pos,
+            memory,
+            key_padding_mask=memory_padding_mask,
+            need_weights=False,
+        )[0]
         tgt = self.norm2(tgt + self.dropout2(update))
         return self.feed_forward(tgt)
 
@@ -192,8 +218,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, layers: int, hidden: int, heads: int, ff: int, dropout: float):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(hidden, heads, ff, dropout)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(EncoderLayer(hidden, heads, ff, dropout) for _ in range(layers))
 
     def forward(self, src: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
         mask = padding_mask(valid)
@@ -207,12 +232,12 @@ class TransformerDecoder(nn.Module):
 
     def __init__(self, layers: int, hidden: int, heads: int, ff: int, dropout: float):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(hidden, heads, ff, dropout)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(DecoderLayer(hidden, heads, ff, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, query_pos: Tensor, memory: Tensor, memory_pos: Tensor,
-                memory_valid: Tensor) -> Tensor:
+    def forward(
+        self, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, memory_valid: Tensor
+    ) -> Tensor:
         """(B, Q, d) query positions, (B, S, d) memory -> (layers, B, Q, d)."""
         mask = padding_mask(memory_valid)
         tgt = torch.zeros_like(query_pos)
@@ -236,8 +261,7 @@ class AnchorDecoder(nn.Module):
     def __init__(self, layers: int, hidden: int, heads: int, ff: int, dropout: float):
         super().__init__()
         self.hidden = hidden
-        self.layers = nn.ModuleList(DecoderLayer(hidden, heads, ff, dropout)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(DecoderLayer(hidden, heads, ff, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
         self.anchor_head = MLP(hidden, hidden, hidden, 2)
         self.query_scale = MLP(hidden, hidden, hidden, 2)
@@ -245,8 +269,9 @@ class AnchorDecoder(nn.Module):
         nn.init.zeros_(self.span_head.layers[-1].weight)
         nn.init.zeros_(self.span_head.layers[-1].bias)
 
-    def forward(self, anchors: Tensor, memory: Tensor, memory_pos: Tensor,
-                memory_valid: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, anchors: Tensor, memory: Tensor, memory_pos: Tensor, memory_valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """(B, Q, 2) anchor logits, memory (B, S, d) -> outputs (layers, B, Q, d) and
         refined spans (layers, B, Q, 2) as sigmoid (centre, width)."""
         mask = padding_mask(memory_valid)

@@ -63,16 +63,25 @@ class GroundingModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden
-        self.video_proj = InputProjection(cfg.v_dim, d, cfg.input_proj_layers,
-                                          cfg.input_dropout, cfg.dropout)
-        self.text_proj = InputProjection(cfg.t_dim, d, cfg.input_proj_layers,
-                                         cfg.input_dropout, cfg.dropout)
+        self.video_proj = InputProjection(
+            cfg.v_dim, d, cfg.input_proj_layers, cfg.input_dropout, cfg.dropout
+        )
+        self.text_proj = InputProjection(
+            cfg.t_dim, d, cfg.input_proj_layers, cfg.input_dropout, cfg.dropout
+        )
         self.text_pos = LearnedPositionEncoding(cfg.max_q_len, d)
         self.class_head = nn.Linear(d, 2)  # index 0 = foreground
 
     @abstractmethod
-    def encode(self, video: Tensor, video_pos: Tensor, video_mask: Tensor, text: Tensor,
-               text_pos: Tensor, text_mask: Tensor) -> EncodedRows:
+    def encode(
+        self,
+        video: Tensor,
+        video_pos: Tensor,
+        video_mask: Tensor,
+        text: Tensor,
+        text_pos: Tensor,
+        text_mask: Tensor,
+    ) -> EncodedRows:
         """Projected video (R, L, d) and text (R, N, d) rows -> saliency and memory."""
 
     @abstractmethod
@@ -141,18 +150,25 @@ class GroundingModel(nn.Module):
             encoded = self.encode(video, video_pos, video_mask, all_text, text_pos, all_mask)
         else:
             # One encoder pass over every (video, text) row of the query set.
-            encoded = self.encode(video[rows], video_pos[rows], video_mask[rows], all_text,
-                                  text_pos, all_mask)
-        positive = EncodedRows(encoded.saliency[:batch], encoded.memory[:batch],
-                               encoded.memory_pos[:batch], encoded.memory_valid[:batch])
+            encoded = self.encode(
+                video[rows], video_pos[rows], video_mask[rows], all_text, text_pos, all_mask
+            )
+        positive = EncodedRows(
+            encoded.saliency[:batch],
+            encoded.memory[:batch],
+            encoded.memory_pos[:batch],
+            encoded.memory_valid[:batch],
+        )
         hidden, spans = self.decode(positive)
         logits = self.class_head(hidden)
         out: dict[str, Any] = {
             "pred_logits": logits[-1],
             "pred_spans": spans[-1],
             "saliency_scores": positive.saliency,
-            "aux_outputs": [{"pred_logits": logits[i], "pred_spans": spans[i]}
-                            for i in range(logits.shape[0] - 1)],
+            "aux_outputs": [
+                {"pred_logits": logits[i], "pred_spans": spans[i]}
+                for i in range(logits.shape[0] - 1)
+            ],
             "video_mask": video_mask,
         }
         offset = batch
@@ -162,6 +178,5 @@ class GroundingModel(nn.Module):
             offset += batch
         if hard_neg_text_feats is not None:
             count = hard_neg_text_feats.shape[1]
-            out["saliency_scores_hard_neg"] = encoded.saliency[offset:].reshape(
-                batch, count, clips)
+            out["saliency_scores_hard_neg"] = encoded.saliency[offset:].reshape(batch, count, clips)
         return out

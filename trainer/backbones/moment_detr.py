@@ -28,8 +28,15 @@ class MomentDETR(GroundingModel):
         self.span_head = MLP(d, d, 2, 3)
         self.saliency_head = nn.Linear(d, 1)
 
-    def encode(self, video: Tensor, video_pos: Tensor, video_mask: Tensor, text: Tensor,
-               text_pos: Tensor, text_mask: Tensor) -> EncodedRows:
+    def encode(
+        self,
+        video: Tensor,
+        video_pos: Tensor,
+        video_mask: Tensor,
+        text: Tensor,
+        text_pos: Tensor,
+        text_mask: Tensor,
+    ) -> EncodedRows:
         clips = video.shape[1]
         src = torch.cat((video, text), dim=1)
         pos = torch.cat((video_pos, text_pos), dim=1)
@@ -41,6 +48,5 @@ class MomentDETR(GroundingModel):
     def decode(self, encoded: EncodedRows) -> tuple[Tensor, Tensor]:
         batch = encoded.memory.shape[0]
         query_pos = self.query_pos.weight[None].expand(batch, -1, -1)
-        hidden = self.decoder(query_pos, encoded.memory, encoded.memory_pos,
-                              encoded.memory_valid)
+        hidden = self.decoder(query_pos, encoded.memory, encoded.memory_pos, encoded.memory_valid)
         return hidden, self.span_head(hidden).sigmoid()

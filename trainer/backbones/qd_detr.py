@@ -43,8 +43,15 @@ class QDDETR(GroundingModel):
         widths = torch.full_like(centres, 1.0 / cfg.num_queries)
         self.anchors = nn.Parameter(inverse_sigmoid(torch.stack((centres, widths), dim=1)))
 
-    def encode(self, video: Tensor, video_pos: Tensor, video_mask: Tensor, text: Tensor,
-               text_pos: Tensor, text_mask: Tensor) -> EncodedRows:
+    def encode(
+        self,
+        video: Tensor,
+        video_pos: Tensor,
+        video_mask: Tensor,
+        text: Tensor,
+        text_pos: Tensor,
+        text_mask: Tensor,
+    ) -> EncodedRows:
         rows = video.shape[0]
         text_padding = ~text_mask.to(torch.bool)
         for layer in self.text_to_video:
@@ -56,8 +63,10 @@ class QDDETR(GroundingModel):
         valid = torch.cat((video_mask.new_ones(rows, 1), video_mask), dim=1)
         memory = self.encoder(src, pos, valid)
         global_memory, video_memory = memory[:, 0], memory[:, 1:]
-        saliency = (self.saliency_video_proj(video_memory)
-                    * self.saliency_global_proj(global_memory)[:, None]).sum(-1)
+        saliency = (
+            self.saliency_video_proj(video_memory)
+            * self.saliency_global_proj(global_memory)[:, None]
+        ).sum(-1)
         saliency = saliency / math.sqrt(self.cfg.hidden)
         return EncodedRows(saliency, video_memory, video_pos, video_mask)
 
