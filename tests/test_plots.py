@@ -6,6 +6,7 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from negforge.errors import InputError
@@ -148,3 +149,157 @@ def test_saliency_plot_size_grows_with_rows_and_checkpoints(rows, columns, size)
 def test_saliency_curves_must_share_the_clip_count() -> None:
     with pytest.raises(ValueError, match="clips"):
         SaliencyCurves(label="x", clip_len=1.0, positive=[0.0] * 5, hard_negatives=[[0.0] * 4])
+
+
+# --- plot-saliency over real checkpoints of the synthetic benchmark -------------------------
+
+TINY_MODEL = {
+    "model.hidden": 32,
+    "model.heads": 4,
+    "model.ff": 64,
+    "model.enc_layers": 1,
+    "model.dec_layers": 1,
+    "model.t2v_layers": 1,
+    "model.num_queries": 4,
+    "progress": False,
+    "cpu_threads": 1,
+    "data.val_fraction": 0.25,
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two untrained tiny QD-DETR checkpoints (with / without SHINE) on a tiny synth set."""
+    import torch
+
+    from negforge.trainer.backbones import build_model
+    from negforge.trainer.config import ModelSettings, build_config
+    from negforge.trainer.engine import CHECKPOINT_FORMAT, load_run_data, save_checkpoint
+    from negforge.trainer.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("saliency")
+    synth = root / "synth"
+    generate(synth, SynthConfig(train_videos=12, test_videos=4, novel_videos=4, seed=5))
+    paths = {}
+    for name, shine in (("shine", True), ("baseline", False)):
+        cfg = build_config(
+            yaml_path=synth / "train_config.yaml",
+            overrides={**TINY_MODEL, "loss.shine.enabled": shine},
+        )
+        data = load_run_data(cfg)
+        resolved = cfg.model.resolve(data.v_dim, data.t_dim)
+        cfg = cfg.model_copy(update={"model": ModelSettings(**resolved.model_dump())})
+        torch.manual_seed(1 if shine else 2)
+        model = build_model(resolved)
+        path = root / name / "checkpoints" / "best.pt"
+        save_checkpoint(
+            path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "config": cfg.model_dump(mode="json"),
+                "epoch": 0,
+            },
+        )
+        paths[name] = path
+    return paths
+
+
+def test_collected_curves_are_the_models_predictions(checkpoints: dict[str, Path]) -> None:
+    from negforge.reporting.saliency_data import Checkpoint, collect_saliency, split_samples
+    from negforge.trainer.engine import (
+        feature_stores,
+        load_model_from_checkpoint,
+        make_dataset,
+        predict,
+    )
+
+    shine = checkpoints["shine"]
+    examples = collect_saliency(
+        [Checkpoint(shine), Checkpoint(checkpoints["baseline"], "baseline")], "train", n=2, seed=4
+    )
+    assert len(examples) == 2
+    model, cfg = load_model_from_checkpoint(shine)
+    samples, _ = split_samples(cfg, "train")
+    dataset = make_dataset(samples, cfg, feature_stores(cfg), with_negatives=True)
+    qids = [e.qid for e in examples]
+    direct = predict(model, dataset, qids=qids, negatives=True, seed=4)
+    for example, expected in zip(examples, direct, strict=True):
+        sample = samples[dataset.index_of(example.qid)]
+        assert example.query == sample.query and example.gt_windows == list(sample.windows)
+        assert len(example.hard_negative_texts) == 3  # synth train rows carry negatives
+        mine, other = example.curves
+        assert mine.label == "shine · qd_detr · SHINE" and other.label == "baseline"
+        assert mine.positive == pytest.approx(expected.saliency.tolist())
+        assert expected.hard_neg_saliency is not None
+        np.testing.assert_allclose(mine.hard_negatives, expected.hard_neg_saliency, rtol=1e-6)
+        assert expected.inbatch_neg_saliency is not None
+        assert mine.inbatch_negative == pytest.approx(expected.inbatch_neg_saliency.tolist())
+        top = expected.prediction.pred_relevant_windows[0]
+        assert mine.predicted_window == pytest.approx((top[0], top[1]))
+        assert (
+            example.inbatch_negative_text
+            == samples[dataset.index_of(expected.inbatch_neg_qid or "")].query
+        )
+        assert mine.positive != pytest.approx(other.positive)  # two different models
+
+
+def test_plot_saliency_command(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from negforge.cli import app
+    from negforge.reporting.saliency_data import split_samples
+    from negforge.trainer.engine import load_model_from_checkpoint
+
+    _, cfg = load_model_from_checkpoint(checkpoints["shine"])
+    test_qid = split_samples(cfg, "test_trivial")[0][0].qid
+    runner = CliRunner()
+    single = tmp_path / "one.png"
+    result = runner.invoke(
+        app,
+        [
+            "plot-saliency",
+            str(checkpoints["shine"]),
+            "--split",
+            "test_trivial",
+            "--qid",
+            test_qid,
+            "-o",
+            str(single),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    # A test split has no hard negatives: positive + other video (4 legend entries): 1 panel.
+    assert_valid_png(single.read_bytes(), (810, 52 + 300 + 48 + 17 * 4 + 12 + 18))
+    double = tmp_path / "two.png"
+    result = runner.invoke(
+        app,
+        [
+            "plot-saliency",
+            str(checkpoints["shine"]),
+            "--split",
+            "val",
+            "--n",
+            "2",
+            "--compare",
+            str(checkpoints["baseline"]),
+            "-o",
+            str(double),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert_valid_png(double.read_bytes(), (1600, 2 * (52 + 300 + 48 + 17 * 4 + 12 + 18)))
+    bad = runner.invoke(
+        app,
+        [
+            "plot-saliency",
+            str(checkpoints["shine"]),
+            "--split",
+            "nope",
+            "--n",
+            "1",
+            "-o",
+            str(tmp_path / "x.png"),
+        ],
+    )
+    assert bad.exit_code != 0 and "unknown split 'nope'" in str(bad.exception)

@@ -76,3 +76,40 @@ def plot_run_command(
 
     written = write_run_plot(run_dir, output, title)
     typer.echo(f"wrote {written}")
+
+
+@app.command("plot-saliency")
+def plot_saliency_command(
+    checkpoint: Path = typer.Argument(..., metavar="CKPT", help="a negforge checkpoint (.pt)"),
+    split: str = typer.Option(
+        ..., "--split", help="train, val or an evaluation split name of the checkpoint's config"
+    ),
+    qids: list[str] | None = typer.Option(
+        None, "--qid", help="query to plot (repeatable); or use --n"
+    ),
+    n: int | None = typer.Option(None, "--n", min=1, help="plot N random queries of the split"),
+    output: Path = typer.Option(..., "-o", "--output", help="the PNG to write"),
+    compare: Path | None = typer.Option(
+        None, "--compare", help="a second checkpoint (e.g. trained without SHINE), side by side"
+    ),
+    label: str | None = typer.Option(None, "--label", help="panel title of CKPT"),
+    compare_label: str | None = typer.Option(
+        None, "--compare-label", help="panel title of the --compare checkpoint"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of --n and of the other video's query"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Saliency over time of a query, its hard negatives and another video's query (Fig. 1/6)."""
+    from negforge.errors import ConfigError
+    from negforge.reporting.saliency_data import Checkpoint, write_saliency_plot
+
+    if bool(qids) == bool(n):
+        raise ConfigError("give either --qid QID (repeatable) or --n N")
+    checkpoints = [Checkpoint(checkpoint, label)]
+    if compare is not None:
+        checkpoints.append(Checkpoint(compare, compare_label))
+    written, examples = write_saliency_plot(
+        checkpoints, split, output, qids=qids or None, n=n, seed=seed, device=device
+    )
+    plotted = ", ".join(example.qid for example in examples)
+    typer.echo(f"wrote {written} ({plotted})")
