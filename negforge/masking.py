@@ -26,6 +26,7 @@ Charades-CG masks do (``cabinet  below`` -> ``cabinet   below``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -73,6 +74,9 @@ SUBJECT_WORD = "person"
 #: Tokens rendered without a space before them (clause 7).
 NO_SPACE_BEFORE = frozenset({".", ","})
 _TYPE_RANK: dict[str, int] = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
+_RANKED_TYPES: dict[str, tuple[int, PrimitiveType]] = {
+    pos: (_TYPE_RANK[kind], kind) for pos, kind in POS_TO_TYPE.items()
+}
 
 
 @dataclass(frozen=True)
@@ -145,23 +149,25 @@ def priority_list(
     tokens: Sequence[Token], exclude_types: frozenset[str] = frozenset()
 ) -> list[tuple[int, PrimitiveType]]:
     """Clause 4: (position, type) of every maskable token, in masking order."""
-    buckets: list[list[tuple[int, PrimitiveType]]] = [[] for _ in PRIMITIVE_TYPES]
+    buckets: tuple[list[tuple[int, PrimitiveType]], ...] = ([], [], [], [], [])
     subjects: list[tuple[int, PrimitiveType]] = []
+    ranked = _RANKED_TYPES
     for index, token in enumerate(tokens):
-        if not token[0].strip():
+        text, pos, dep = token[0], token[1], token[2]
+        if (dep in SUBJECT_DEPS and pos != "ADJ") or text.lower() == SUBJECT_WORD:
+            if text.strip():  # a whitespace token is never masked
+                subjects.append((index, "noun"))
             continue
-        if is_subject(token):
-            subjects.append((index, "noun"))
-            continue
-        kind = POS_TO_TYPE.get(token[1])
-        if kind is not None and kind not in exclude_types:
-            buckets[_TYPE_RANK[kind]].append((index, kind))
-    ordered = [item for bucket in buckets for item in bucket]
+        entry = ranked.get(pos)
+        if entry is not None and entry[1] not in exclude_types and text.strip():
+            buckets[entry[0]].append((index, entry[1]))
+    ordered = [*buckets[0], *buckets[1], *buckets[2], *buckets[3], *buckets[4]]
     if "noun" not in exclude_types:
         ordered.extend(subjects)
     return ordered
 
 
+@functools.lru_cache(maxsize=4096)
 def mask_count(ratio: Fraction, n: int) -> int:
     """Clause 5: how many items of P a level with this ratio masks (0 when P is empty)."""
     if n <= 0:
@@ -227,33 +233,48 @@ def mask_columns(
     ratios: Sequence[Fraction],
     exclude_types: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, list[Any]], list[str]]:
-    """Masked-artifact columns (one row per query and level) and the unmaskable qids."""
+    """Masked-artifact columns (one row per query and level) and the unmaskable qids.
+
+    The same rule as :func:`mask_levels` + :func:`render`, inlined for speed.
+    """
     names = [field.name for field in ARROW_SCHEMAS["masked"]]
     columns: dict[str, list[Any]] = {name: [] for name in names}
     unmaskable: list[str] = []
+    levels = list(enumerate(ratios, start=1))
     ratio_floats = [float(r) for r in ratios]
+    (qid_col, query_col, vid_col, duration_col, windows_col, level_col, ratio_col, tokens_col,
+     positions_col, words_col, lemmas_col, types_col, masked_col) = (columns[n] for n in names)
     for record, tokens in zip(records, parsed, strict=True):
-        levels = mask_levels(tokens, ratios, exclude_types)
-        if not levels:
+        plan = priority_list(tokens, exclude_types)
+        if not plan:
             unmaskable.append(record.qid)
             continue
         texts = [t[0] for t in tokens]
+        pieces = [
+            text if index == 0 or text in NO_SPACE_BEFORE else " " + text
+            for index, text in enumerate(texts)
+        ]
         windows = [list(w) for w in record.relevant_windows]
-        for level in levels:
-            positions = list(level.positions)
-            columns["qid"].append(record.qid)
-            columns["query"].append(record.query)
-            columns["vid"].append(record.vid)
-            columns["duration"].append(record.duration)
-            columns["relevant_windows"].append(windows)
-            columns["level"].append(level.level)
-            columns["ratio"].append(ratio_floats[level.level - 1])
-            columns["tokens"].append(texts)
-            columns["masked_positions"].append(positions)
-            columns["original_words"].append([texts[p] for p in positions])
-            columns["original_lemmas"].append([tokens[p][3].lower() for p in positions])
-            columns["types"].append(list(level.types))
-            columns["masked_query"].append(render(texts, positions))
+        n = len(plan)
+        for number, ratio in levels:
+            chosen = plan[: mask_count(ratio, n)]
+            positions = [p for p, _ in chosen]
+            shown = pieces.copy()
+            for p in positions:
+                shown[p] = MASK if len(pieces[p]) == len(texts[p]) else " " + MASK
+            qid_col.append(record.qid)
+            query_col.append(record.query)
+            vid_col.append(record.vid)
+            duration_col.append(record.duration)
+            windows_col.append(windows)
+            level_col.append(number)
+            ratio_col.append(ratio_floats[number - 1])
+            tokens_col.append(texts)
+            positions_col.append(positions)
+            words_col.append([texts[p] for p in positions])
+            lemmas_col.append([tokens[p][3].lower() for p in positions])
+            types_col.append([t for _, t in chosen])
+            masked_col.append("".join(shown))
     return columns, unmaskable
 
 

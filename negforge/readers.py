@@ -146,6 +146,31 @@ def read_queries(
         raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}", field="on_error")
     path = Path(path)
     kind = fmt or detect_format(path)
+    memo_key = _memo_key(path, str(kind), split, str(on_error))
+    if memo_key is not None and memo_key in _LAST_READ:
+        return _LAST_READ[memo_key].model_copy(deep=False)
+    result = _read(path, kind, split, on_error)
+    _LAST_READ.clear()
+    if memo_key is not None:
+        _LAST_READ[memo_key] = result
+    return result.model_copy(deep=False)
+
+
+#: The last file read, keyed by path, size, mtime and options: build-dict then mask over the
+#: same file in one process (a pipeline run) read it once. Treat records as read-only.
+_LAST_READ: dict[tuple[object, ...], ReadResult] = {}
+
+
+def _memo_key(path: Path, kind: str, split: str | None, on_error: str) -> tuple[object, ...] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, kind, split,
+            on_error)
+
+
+def _read(path: Path, kind: str, split: str | None, on_error: str) -> ReadResult:
     if kind not in FORMATS:
         raise InputError(
             f"unknown format {kind!r}; use one of {FORMATS}", path=path, field="format"

@@ -230,3 +230,33 @@ def test_mask_columns_fill_every_masked_level_field():
     assert columns["types"][2] == ["verb", "noun", "noun"]
     assert columns["masked_query"][0] == "person <mask> a notebook in a bag."
     assert columns["relevant_windows"][0] == [[1.0, 5.0]]
+
+
+def test_mask_columns_agree_with_mask_levels_and_render_on_random_queries():
+    import random
+
+    rng = random.Random(11)
+    vocabulary = [("person", "NOUN", "nsubj"), ("he", "PRON", "nsubj"), ("runs", "VERB", "ROOT"),
+                  ("up", "ADP", "prt"), ("red", "ADJ", "amod"), ("ball", "NOUN", "dobj"),
+                  ("the", "DET", "det"), (",", "PUNCT", "punct"), (".", "PUNCT", "punct"),
+                  ("slowly", "ADV", "advmod"), (" ", "SPACE", "dep"), ("other", "ADJ", "nsubj"),
+                  ("Paris", "PROPN", "pobj"), ("is", "AUX", "aux")]
+    records, parsed = [], []
+    for i in range(300):
+        tokens = [tok(*rng.choice(vocabulary)) for _ in range(rng.randint(1, 14))]
+        parsed.append(tokens)
+        records.append(QueryRecord(qid=f"q{i}", query="x", vid="v", duration=5.0,
+                                   relevant_windows=[(0.0, 1.0)]))
+    for ratios in (CG, PRESETS["anet_cg"]):
+        for exclude in (frozenset(), frozenset({"preposition", "adverb"})):
+            columns, unmaskable = mask_columns(records, parsed, ratios, exclude)
+            expected_rows = []
+            for record, tokens in zip(records, parsed, strict=True):
+                texts = [t[0] for t in tokens]
+                for level in mask_levels(tokens, ratios, exclude):
+                    expected_rows.append((record.qid, level.level, list(level.positions),
+                                          list(level.types), render(texts, level.positions)))
+            got = list(zip(columns["qid"], columns["level"], columns["masked_positions"],
+                           columns["types"], columns["masked_query"], strict=True))
+            assert got == expected_rows
+            assert len(unmaskable) == sum(1 for t in parsed if not mask_levels(t, ratios, exclude))
