@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -164,23 +164,27 @@ class ChatClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+def openai_api_key(spec: BackendSpec) -> str:
+    """The key the OpenAI client presents (placeholders for servers that need none)."""
+    if spec.provider == "local":
+        return "EMPTY"  # the local server needs none; never hand it a real key
+    key = os.environ.get("OPENAI_API_KEY") or ("EMPTY" if spec.api_base else "")
+    if not key:
+        raise ConfigError(f"--llm {spec.llm}: set OPENAI_API_KEY (or pass --api-base)")
+    return key
+
+
 class OpenAIChatClient:
     """The shared ``openai.AsyncOpenAI`` client (no retries of its own: see retry.py)."""
 
-    def __init__(self, spec: BackendSpec, *, timeout_s: float, concurrency: int) -> None:
+    def __init__(self, spec: BackendSpec, *, timeout_s: float) -> None:
         import openai
 
-        if spec.provider == "local":
-            key = "EMPTY"  # the local server needs none; never hand it a real key
-        else:
-            key = os.environ.get("OPENAI_API_KEY") or ("EMPTY" if spec.api_base else "")
-        if not key:
-            raise ConfigError(f"--llm {spec.llm}: set OPENAI_API_KEY (or pass --api-base)")
         # The SDK's default pool (1000 connections, 100 kept alive) covers any concurrency.
-        del concurrency
         self._client = openai.AsyncOpenAI(
-            api_key=key, base_url=spec.api_base, max_retries=0, timeout=timeout_s
-        )
+            api_key=openai_api_key(spec), base_url=spec.api_base, max_retries=0,
+            timeout=timeout_s,
+        )  # fmt: skip
         self._model = spec.wire_model
 
     async def complete(
@@ -268,8 +272,32 @@ class LiteLLMChatClient:
         return None
 
 
+class LazyChatClient:
+    """Creates the real client on the first request: a run answered entirely from the cache
+    never pays for importing the SDK."""
+
+    def __init__(self, factory: Callable[[], ChatClient]) -> None:
+        self._factory = factory
+        self._client: ChatClient | None = None
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        response_format: Mapping[str, Any] | None,
+        params: SamplingParams,
+    ) -> Completion:
+        if self._client is None:
+            self._client = self._factory()
+        return await self._client.complete(messages, response_format, params)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
 def make_client(spec: BackendSpec, config: GenerateConfig) -> ChatClient:
-    """The client for a resolved backend."""
+    """The client for a resolved backend (created lazily; the key is checked now)."""
     if spec.transport == "openai":
-        return OpenAIChatClient(spec, timeout_s=config.timeout_s, concurrency=config.concurrency)
-    return LiteLLMChatClient(spec, timeout_s=config.timeout_s)
+        openai_api_key(spec)  # fail before any work when the key is missing
+        return LazyChatClient(lambda: OpenAIChatClient(spec, timeout_s=config.timeout_s))
+    return LazyChatClient(lambda: LiteLLMChatClient(spec, timeout_s=config.timeout_s))

@@ -72,7 +72,7 @@ class QueryJob:
 
     qid: str
     levels: list[MaskedLevel]
-    raw_rows: list[dict[str, Any]] = field(default_factory=list)  # the masked rows as read
+    row_indices: list[int] = field(default_factory=list)  # the levels' rows in the artifact
 
 
 @dataclass
@@ -141,7 +141,7 @@ def finish_rows(
     out_split = _split(output_tokens, len(job.levels))
     taken = {job.levels[0].query.lower()}
     taken.update(r.negative.lower() for r in results if r.valid and r.negative is not None)
-    fallback_rng = query_rng(config.seed, job.qid, "fallback")
+    fallback_rng = None
     for index, (level, result) in enumerate(zip(job.levels, results, strict=True)):
         reasons = list(dict.fromkeys([*extra_reasons, *result.reasons]))
         negative, fills, valid, fallback = result.negative, result.fills, result.valid, None
@@ -151,6 +151,8 @@ def finish_rows(
             elif config.on_invalid == "keep":
                 fallback = "keep"
             else:
+                if fallback_rng is None:
+                    fallback_rng = query_rng(config.seed, job.qid, "fallback")
                 fills = random_level_fills(level, dictionary, fallback_rng, taken)
                 check = validate_query(
                     [level],
@@ -328,7 +330,6 @@ class LLMFiller:
         outcome = QueryOutcome(qid=job.qid, rows=[])
         messages = self.render(job)
         response_format = response_format_for(self.spec.wire_format, response_schema(job.levels))
-        chosen: list[list[str]] = [[] for _ in job.levels]
         chosen_valid = [False] * len(job.levels)
         results: list[ValidationResult] | None = None
         extra_reasons: list[str] = []
@@ -343,12 +344,15 @@ class LLMFiller:
             if attempt:
                 outcome.reasks += 1
             parsed = parse_answer(completion.text, job.levels)
-            fresh = self._validate(job, parsed.fills)
-            for index, result in enumerate(fresh):
-                if not chosen_valid[index]:  # keep a level that was already valid
-                    chosen[index] = result.fills
-                    chosen_valid[index] = result.valid
-            results = self._validate(job, chosen)
+            if results is None or not any(chosen_valid):
+                results = self._validate(job, parsed.fills)
+            else:  # a re-ask: keep the levels that were already valid, revalidate the mix
+                fresh = self._validate(job, parsed.fills)
+                chosen = [
+                    old.fills if old.valid else new.fills
+                    for old, new in zip(results, fresh, strict=True)
+                ]
+                results = self._validate(job, chosen)
             chosen_valid = [result.valid for result in results]
             if all(chosen_valid):
                 break

@@ -14,14 +14,18 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pydantic import ValidationError
 
 from negforge.artifacts import (
+    ARROW_SCHEMAS,
     SCHEMA_VERSIONS,
     MaskedLevel,
+    NegativeRow,
     Provenance,
     read_artifact,
     read_provenance,
@@ -64,34 +68,84 @@ __all__ = [
 Filler = RandomFiller | LLMFiller
 
 
-def load_jobs(masked_path: Path) -> tuple[list[QueryJob], Provenance]:
-    """The masked artifact as one job per query (levels ascending), in file order."""
+#: The fields a generation run adds to a masked row (NegativeRow minus MaskedLevel).
+GENERATED_FIELDS: tuple[str, ...] = tuple(
+    name for name in NegativeRow.model_fields if name not in MaskedLevel.model_fields
+)
+_MASKED_SCHEMA = ARROW_SCHEMAS["masked"]
+
+
+@dataclass
+class MaskedInput:
+    """A masked artifact as read: its table, provenance and one job per query."""
+
+    table: pa.Table
+    provenance: Provenance
+    jobs: list[QueryJob]
+
+
+def _check_masked_schema(table: pa.Table, path: Path) -> None:
+    for expected in _MASKED_SCHEMA:
+        if expected.name not in table.column_names:
+            raise InputError("column missing", path=path, field=expected.name)
+        found = table.schema.field(expected.name).type
+        if found != expected.type:
+            raise InputError(f"type {found}, expected {expected.type}", path=path,
+                             field=expected.name)  # fmt: skip
+
+
+def _check_level(level: MaskedLevel, path: Path, line: int) -> None:
+    """The consistency checks a masked row needs beyond its field types."""
+    masks = len(level.masked_positions)
+    for name in ("original_words", "original_lemmas", "types"):
+        if len(getattr(level, name)) != masks:
+            raise InputError(f"{len(getattr(level, name))} entries for {masks} masks",
+                             path=path, line=line, field=name)  # fmt: skip
+    if any(not 0 <= position < len(level.tokens) for position in level.masked_positions):
+        raise InputError("a masked position lies outside the tokens", path=path, line=line,
+                         field="masked_positions")  # fmt: skip
+    if not level.qid:
+        raise InputError("empty qid", path=path, line=line, field="qid")
+
+
+def read_masked(masked_path: Path) -> MaskedInput:
+    """Read a masked artifact into one job per query (levels ascending), in file order.
+
+    Every row is validated (pydantic) and checked for consistency, errors naming row and field.
+    """
+    masked_path = Path(masked_path)
     table, provenance = read_artifact(masked_path, "masked")
+    _check_masked_schema(table, masked_path)
+    names = [field.name for field in _MASKED_SCHEMA]
+    columns = [table.column(name).to_pylist() for name in names]
     jobs: dict[str, QueryJob] = {}
-    for index, raw in enumerate(table.to_pylist()):
+    for index, values in enumerate(zip(*columns, strict=True)):
         try:
-            level = MaskedLevel.model_validate(raw)
+            level = MaskedLevel.model_validate(dict(zip(names, values, strict=True)))
         except ValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(part) for part in error["loc"])
             raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
+        _check_level(level, masked_path, index + 1)
         job = jobs.get(level.qid)
         if job is None:
-            job = jobs[level.qid] = QueryJob(qid=level.qid, levels=[], raw_rows=[])
+            job = jobs[level.qid] = QueryJob(qid=level.qid, levels=[], row_indices=[])
         if any(existing.level == level.level for existing in job.levels):
-            raise InputError(
-                f"query {level.qid} has level {level.level} twice",
-                path=masked_path,
-                line=index + 1,
-                field="level",
-            )
+            raise InputError(f"query {level.qid} has level {level.level} twice",
+                             path=masked_path, line=index + 1, field="level")  # fmt: skip
         job.levels.append(level)
-        job.raw_rows.append(raw)
+        job.row_indices.append(index)
     for job in jobs.values():
         order = sorted(range(len(job.levels)), key=lambda i: job.levels[i].level)
         job.levels = [job.levels[i] for i in order]
-        job.raw_rows = [job.raw_rows[i] for i in order]
-    return list(jobs.values()), provenance
+        job.row_indices = [job.row_indices[i] for i in order]
+    return MaskedInput(table=table, provenance=provenance, jobs=list(jobs.values()))
+
+
+def load_jobs(masked_path: Path) -> tuple[list[QueryJob], Provenance]:
+    """The masked artifact as one job per query (levels ascending), in file order."""
+    masked = read_masked(masked_path)
+    return masked.jobs, masked.provenance
 
 
 def load_word_source(dictionary_path: Path) -> WordSource:
@@ -138,10 +192,7 @@ def _finished_rows_of_output(
         table, _ = read_artifact(output_path, "negatives")
     except (NegforgeError, OSError, ValueError):
         return {}
-    generated = [
-        "level", "negative", "fills", "valid", "invalid_reasons", "attempts", "fallback",
-        "cache_hit", "backend", "model", "prompt_version", "input_tokens", "output_tokens",
-    ]  # fmt: skip
+    generated = ["level", *GENERATED_FIELDS]
     by_qid: dict[str, dict[str, Any]] = {}
     for row in table.select(["qid", *generated]).to_pylist():
         entry = by_qid.setdefault(row["qid"], {"qid": row["qid"], "rows": []})
@@ -260,7 +311,8 @@ def generate_negatives(
         raise ConfigError("dry_run is set: call estimate_generation() to get the estimate")
     if output_path.resolve() in (masked_path.resolve(), dictionary_path.resolve()):
         raise ConfigError(f"the output {output_path} would overwrite an input")
-    jobs, masked_provenance = load_jobs(masked_path)
+    masked_input = read_masked(masked_path)
+    jobs, masked_provenance = masked_input.jobs, masked_input.provenance
     if config.limit is not None:
         jobs = jobs[: config.limit]
     dictionary = load_word_source(dictionary_path)
@@ -285,8 +337,12 @@ def generate_negatives(
             for _ in range(len(finished)):
                 progress.advance()
 
+            # Journal what cost a call (or everything, without a cache); answers that came
+            # from the cache, and the random baseline, are recomputed cheaply on a rerun.
+            journal_all = not config.is_random and config.no_cache
+
             def record(outcome: QueryOutcome) -> None:
-                if not outcome.failed:
+                if not outcome.failed and (outcome.calls or journal_all):
                     journal.append(outcome.journal_entry())
                 outcomes.append(outcome)
                 progress.advance(
@@ -320,11 +376,11 @@ def generate_negatives(
 
     by_qid = {outcome.qid: {"rows": outcome.rows} for outcome in outcomes}
     by_qid.update(finished)
-    all_rows: list[dict[str, Any]] = []
+    generated_rows: list[dict[str, Any]] = []
     for job in jobs:
         generated = {row["level"]: row for row in by_qid[job.qid]["rows"]}
-        for raw in job.raw_rows:
-            all_rows.append({**raw, **generated[raw["level"]]})
+        generated_rows.extend(generated[level.level] for level in job.levels)
+    table = _negatives_table(masked_input.table, jobs, generated_rows)
 
     meta_backend = "random" if spec is None else spec.provider
     meta_model = "random" if spec is None else spec.model
@@ -333,7 +389,7 @@ def generate_negatives(
         meta_backend=meta_backend,
         meta_model=meta_model,
         prompt_label=template.label if template else None,
-        all_rows=all_rows,
+        all_rows=generated_rows,
         queries=len(jobs),
         resumed=len(finished),
         outcomes=outcomes,
@@ -359,9 +415,23 @@ def generate_negatives(
         summary=summary.model_dump(),
         **{"run_key": run_key},  # an extra provenance field (Provenance allows extras)
     )
-    write_artifact(output_path, all_rows, provenance)
+    write_artifact(output_path, table, provenance)
     journal.discard()
     return summary
+
+
+def _negatives_table(
+    masked: pa.Table, jobs: Sequence[QueryJob], generated_rows: Sequence[dict[str, Any]]
+) -> pa.Table:
+    """The masked rows of the jobs (in job and level order) plus the generated columns."""
+    indices = pa.array([index for job in jobs for index in job.row_indices], type=pa.int64())
+    base = masked.select([field.name for field in _MASKED_SCHEMA]).take(indices)
+    schema = ARROW_SCHEMAS["negatives"]
+    generated = [
+        pa.array([row[name] for row in generated_rows], type=schema.field(name).type)
+        for name in GENERATED_FIELDS
+    ]
+    return pa.Table.from_arrays([*base.columns, *generated], schema=schema)
 
 
 def _jsonable(settings: dict[str, Any]) -> dict[str, Any]:
@@ -406,7 +476,7 @@ def estimate_generation(
     Input tokens are counted exactly on the rendered first requests; output tokens on an
     answer of the expected size. Re-asks are not predicted (the summary reports them).
     """
-    jobs, _ = load_jobs(Path(masked_path))
+    jobs = read_masked(Path(masked_path)).jobs
     if config.limit is not None:
         jobs = jobs[: config.limit]
     rows = sum(len(job.levels) for job in jobs)

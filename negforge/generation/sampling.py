@@ -28,31 +28,55 @@ class WordList(Protocol):
 
 
 class FrozenDictionary:
-    """A dictionary view whose word lists are built once (lookups delegate to the index).
+    """A read-only view of D with its word lists and word/lemma sets built once.
 
-    ``DictionaryIndex.words`` copies its list on every call; sampling calls it per mask.
+    ``DictionaryIndex.words`` copies its list on every call and ``contains`` re-checks the
+    type; sampling and validation call them per mask, so the view answers from plain sets.
+    A word "is in D with type t" when it is a word or a lemma of type t (as in the index).
     """
 
     def __init__(self, index: Any) -> None:
-        self._index = index
-        self._words: dict[str, tuple[str, ...]] = {
-            kind: tuple(index.words(kind)) for kind in PRIMITIVE_TYPES
-        }
+        self._words: dict[str, tuple[str, ...]] = {}
+        self._forms: dict[str, frozenset[str]] = {}
+        for kind in PRIMITIVE_TYPES:
+            entries = index.entries(kind) if hasattr(index, "entries") else None
+            words = tuple(index.words(kind))
+            self._words[kind] = words
+            lemmas = {entry.lemma for entry in entries} if entries is not None else set()
+            self._forms[kind] = frozenset(words) | frozenset(lemmas)
 
     def words(self, kind: str, /) -> Sequence[str]:
         return self._words.get(kind, ())
 
     def contains(self, kind: str, word: str, /) -> bool:
-        return bool(self._index.contains(kind, word))
+        forms = self._forms.get(kind)
+        return forms is not None and word.strip().lower() in forms
 
     def types_of(self, word: str, /) -> Collection[str]:
-        return set(self._index.types_of(word))
+        needle = word.strip().lower()
+        return {kind for kind, forms in self._forms.items() if needle in forms}
 
 
 def query_rng(seed: int, qid: str, purpose: str) -> random.Random:
     """A generator that depends only on the run seed, the query id and the purpose."""
     material = f"{seed}\x1f{qid}\x1f{purpose}".encode()
     return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
+
+
+def sample_indices(rng: random.Random, n: int, k: int) -> list[int]:
+    """``min(k, n)`` distinct indices below ``n`` in random order (partial Fisher-Yates).
+
+    Uses one ``getrandbits`` call (stable across Python versions, unlike
+    ``Random.sample``'s algorithm) and is several times cheaper than ``Random.sample``.
+    """
+    k = min(k, n)
+    pool = list(range(n))
+    bits = rng.getrandbits(64 * k) if k else 0
+    for i in range(k):
+        j = i + (bits & 0xFFFFFFFFFFFFFFFF) % (n - i)
+        bits >>= 64
+        pool[i], pool[j] = pool[j], pool[i]
+    return pool[:k]
 
 
 def _originals(levels: Sequence[MaskedLevel]) -> set[str]:
@@ -78,18 +102,9 @@ def sample_dictionary(
         if word_type not in needed:
             continue
         words = dictionary.words(word_type)
-        if len(words) <= per_type + len(hidden):
-            pool = [word for word in words if word not in hidden]
-            chosen = rng.sample(pool, min(per_type, len(pool)))
-        else:
-            chosen = []
-            taken: set[str] = set()
-            while len(chosen) < per_type:
-                word = words[rng.randrange(len(words))]
-                if word not in hidden and word not in taken:
-                    taken.add(word)
-                    chosen.append(word)
-        subset[word_type] = chosen
+        # Draw a few spare indices so that dropping the hidden words still leaves enough.
+        draw = sample_indices(rng, len(words), per_type + len(hidden))
+        subset[word_type] = [words[i] for i in draw if words[i] not in hidden][:per_type]
     return subset
 
 

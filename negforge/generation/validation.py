@@ -164,14 +164,16 @@ def _fill_reasons(
 
 def _comparable(text: str) -> str:
     """A negative or query reduced for equality checks: case and spacing ignored."""
-    return _normalise_spaces(text).lower()
+    return " ".join(text.split()).lower()
 
 
-def _positive_forms(level: MaskedLevel) -> set[str]:
-    forms = {_comparable(level.query)}
-    if len(level.original_words) == len(level.masked_positions):
-        forms.add(_comparable(render_negative(level, level.original_words)))
-    return forms
+def _equals_positive(level: MaskedLevel, key: str) -> bool:
+    """Whether a comparable negative equals the query (as written or as re-rendered)."""
+    if key == _comparable(level.query):
+        return True
+    if len(level.original_words) != len(level.masked_positions):
+        return False
+    return key == _comparable(render_negative(level, level.original_words))
 
 
 def _finish(
@@ -185,7 +187,7 @@ def _finish(
     for level, (reasons, fills, negative) in zip(levels, partial, strict=True):
         if negative is not None:
             key = _comparable(negative)
-            if key in _positive_forms(level):
+            if _equals_positive(level, key):
                 reasons.append(EQUALS_POSITIVE)
             if key in seen:
                 reasons.append(DUPLICATE_LEVEL)
