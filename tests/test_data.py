@@ -182,8 +182,15 @@ def test_collate_pads_with_masks_and_builds_targets(tmp_path):
         assert vids[neg] != vids[row]
     targets = batch.targets()
     assert set(targets) == {"spans", "saliency_labels", "video_mask", "hard_neg_valid"}
-    inputs = batch.model_inputs(negatives=True)
+    inputs = batch.model_inputs(hard_negatives=True, inbatch=True)
     assert inputs["inbatch_neg_index"] is batch.inbatch_neg_index
+    assert inputs["hard_neg_text_feats"] is batch.hard_neg_text_feats
+    assert set(batch.model_inputs(hard_negatives=False, inbatch=False)) == {
+        "video_feats",
+        "video_mask",
+        "text_feats",
+        "text_mask",
+    }
 
 
 def test_inbatch_choice_is_seeded_by_epoch_not_by_worker(tmp_path):

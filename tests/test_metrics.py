@@ -166,3 +166,48 @@ def test_table_files_and_log_row(tmp_path):
 
     written = json.loads(write_metrics(tmp_path / "m.json", results).read_text())
     assert written["test_trivial"]["metrics"]["mAP_short"] is None  # NaN -> null
+
+
+def reference_ap(preds, gts, threshold):
+    """A plain transcription of ActivityNet's AP, for cross-checking."""
+    ranked = sorted(preds, key=lambda p: -p[2])
+    used = [False] * len(gts)
+    tp = []
+    for p in ranked:
+        ious = [window_iou(p, g) for g in gts]
+        hit = 0
+        for g in sorted(range(len(gts)), key=lambda i: -ious[i]):
+            if ious[g] < threshold:
+                break
+            if not used[g]:
+                used[g], hit = True, 1
+                break
+        tp.append(hit)
+    precisions, recalls, cum = [], [], 0
+    for k, hit in enumerate(tp, start=1):
+        cum += hit
+        precisions.append(cum / k)
+        recalls.append(cum / len(gts))
+    ap, previous_recall = 0.0, 0.0
+    for k, recall in enumerate(recalls):
+        if recall > previous_recall:
+            ap += (recall - previous_recall) * max(precisions[k:])
+            previous_recall = recall
+    return ap
+
+
+def test_average_precision_matches_a_plain_reference_on_random_cases():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        gts = [tuple(sorted(rng.uniform(0, 60, size=2))) for _ in range(int(rng.integers(1, 4)))]
+        preds = [
+            [*sorted(rng.uniform(0, 60, size=2)), float(rng.uniform())]
+            for _ in range(int(rng.integers(1, 8)))
+        ]
+        preds += [[g[0] + rng.normal(0, 1), g[1] + rng.normal(0, 1), 0.5] for g in gts]
+        for threshold in (0.3, 0.5, 0.7):
+            assert average_precision(preds, gts, threshold) == pytest.approx(
+                reference_ap(preds, gts, threshold)
+            )

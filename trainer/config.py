@@ -81,7 +81,7 @@ class DataConfig(BaseModel):
     video_feats: list[Path] = Field(default_factory=list, description="feature folders / HDF5")
     text_feats: list[Path] = Field(default_factory=list, description="npz folders / packed HDF5")
     clip_len: float = Field(0.5, gt=0, description="seconds per feature clip (ActivityNet: 1.0)")
-    use_tef: bool = Field(True, description="append [t/L, (t+1)/L] to every clip")
+    use_tef: bool = Field(True, description="append the clip position (t/L, (t+1)/L) to every clip")
     normalize_video: bool = Field(True, description="L2-normalise every clip per source")
     normalize_text: bool = Field(True, description="L2-normalise every text token")
     val_fraction: float = Field(
@@ -142,6 +142,9 @@ class TrainConfig(BaseModel):
         None, ge=1, description="stop after N evaluations without improvement"
     )
     progress: bool = Field(True, description="show a progress bar")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads (default: torch's choice)"
+    )
 
     @property
     def backbone(self) -> Backbone:

@@ -406,17 +406,18 @@ class Batch:
             coverages=self.coverages,
         )
 
-    def model_inputs(self, *, negatives: bool) -> dict[str, Any]:
-        """Keyword arguments of the model's forward (negatives only when asked and present)."""
+    def model_inputs(self, *, hard_negatives: bool, inbatch: bool) -> dict[str, Any]:
+        """Keyword arguments of the model's forward (negatives only when asked for)."""
         inputs: dict[str, Any] = {
             "video_feats": self.video_feats,
             "video_mask": self.video_mask,
             "text_feats": self.text_feats,
             "text_mask": self.text_mask,
         }
-        if negatives:
+        if hard_negatives and self.hard_neg_text_feats is not None:
             inputs["hard_neg_text_feats"] = self.hard_neg_text_feats
             inputs["hard_neg_text_mask"] = self.hard_neg_text_mask
+        if inbatch:
             inputs["inbatch_neg_index"] = self.inbatch_neg_index
         return inputs
 

@@ -100,43 +100,69 @@ def best_gt_iou(window: Sequence[float], gt_windows: Sequence[Sequence[float]]) 
     return max((window_iou(window, gt) for gt in gt_windows), default=0.0)
 
 
+def _iou_matrix(windows: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """(K, G) IoU of (K, 2) windows against (G, 2) ground-truth windows."""
+    inter = np.clip(
+        np.minimum(windows[:, None, 1], gts[None, :, 1])
+        - np.maximum(windows[:, None, 0], gts[None, :, 0]),
+        0.0,
+        None,
+    )
+    lengths = np.clip(windows[:, 1] - windows[:, 0], 0.0, None)
+    gt_lengths = np.clip(gts[:, 1] - gts[:, 0], 0.0, None)
+    union = lengths[:, None] + gt_lengths[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def average_precisions(
+    predictions: Sequence[Sequence[float]],
+    gt_windows: Sequence[Sequence[float]],
+    thresholds: Sequence[float],
+) -> np.ndarray:
+    """ActivityNet-style AP of scored windows ``[st, ed, score]`` at each IoU threshold.
+
+    Predictions are taken by descending score; each one is a true positive when the
+    unmatched ground-truth window it overlaps most has IoU ≥ the threshold (a ground-truth
+    window is matched at most once). AP is the area under the interpolated (monotone)
+    precision-recall curve.
+    """
+    out = np.zeros(len(thresholds))
+    if not gt_windows or not predictions:
+        return out
+    ranked = np.asarray(sorted(predictions, key=lambda p: -p[2]), dtype=np.float64)
+    ious = _iou_matrix(ranked[:, :2], np.asarray(gt_windows, dtype=np.float64)[:, :2])
+    if ious.shape[1] == 1:  # one GT window: AP = precision at the first hit
+        hits = ious[:, 0][:, None] >= np.asarray(thresholds)[None, :]  # (K, T)
+        first = hits.argmax(axis=0)
+        return np.where(hits.any(axis=0), 1.0 / (first + 1), 0.0)
+    order = np.argsort(-ious, axis=1, kind="stable")
+    for t_index, threshold in enumerate(thresholds):
+        matched = np.zeros(ious.shape[1], dtype=bool)
+        tp = np.zeros(len(ranked))
+        for k in range(len(ranked)):
+            for g in order[k]:
+                if ious[k, g] < threshold:
+                    break
+                if not matched[g]:
+                    matched[g] = True
+                    tp[k] = 1.0
+                    break
+        cum_tp = np.cumsum(tp)
+        precision = np.concatenate([[0.0], cum_tp / np.arange(1, len(ranked) + 1), [0.0]])
+        recall = np.concatenate([[0.0], cum_tp / ious.shape[1], [1.0]])
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+        out[t_index] = float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+    return out
+
+
 def average_precision(
     predictions: Sequence[Sequence[float]],
     gt_windows: Sequence[Sequence[float]],
     threshold: float,
 ) -> float:
-    """ActivityNet-style AP of scored windows ``[st, ed, score]`` against ground truth.
-
-    Predictions are taken by descending score; each one is a true positive when the
-    unmatched ground-truth window it overlaps most has IoU ≥ ``threshold`` (a ground-truth
-    window is matched at most once). AP is the area under the interpolated
-    (monotone) precision-recall curve.
-    """
-    if not gt_windows:
-        return 0.0
-    ranked = sorted(predictions, key=lambda p: -p[2])
-    matched = [False] * len(gt_windows)
-    tp = np.zeros(len(ranked))
-    for index, pred in enumerate(ranked):
-        ious = [window_iou(pred, gt) for gt in gt_windows]
-        for gt_index in np.argsort(ious)[::-1]:
-            if ious[gt_index] < threshold:
-                break
-            if not matched[gt_index]:
-                matched[gt_index] = True
-                tp[index] = 1.0
-                break
-    if len(ranked) == 0:
-        return 0.0
-    cum_tp = np.cumsum(tp)
-    precision = cum_tp / np.arange(1, len(ranked) + 1)
-    recall = cum_tp / len(gt_windows)
-    precision = np.concatenate([[0.0], precision, [0.0]])
-    recall = np.concatenate([[0.0], recall, [1.0]])
-    for i in range(len(precision) - 2, -1, -1):
-        precision[i] = max(precision[i], precision[i + 1])
-    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
-    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+    """AP at one IoU threshold (see :func:`average_precisions`)."""
+    return float(average_precisions(predictions, gt_windows, [threshold])[0])
 
 
 def _percent(values: Iterable[float]) -> float:
@@ -157,11 +183,8 @@ def _map_metrics(
     if not pairs:
         nan = float("nan")
         return {"mAP": nan, "mAP@0.5": nan, "mAP@0.75": nan}
-    table = np.array(
-        [
-            [average_precision(preds[:MAP_TOP_K], gts, t) for t in MAP_THRESHOLDS]
-            for preds, gts in pairs
-        ]
+    table = np.stack(
+        [average_precisions(preds[:MAP_TOP_K], gts, MAP_THRESHOLDS) for preds, gts in pairs]
     )  # (queries, thresholds)
     per_threshold = table.mean(axis=0)
     return {

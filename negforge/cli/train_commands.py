@@ -1,5 +1,358 @@
-"""CLI commands of the train area (registered on import)."""
+"""CLI commands of the train area: train, eval, featurize, synth.
+
+``train`` exposes every leaf of :class:`~negforge.trainer.config.TrainConfig` as a flag
+(generated from the config model, so a new setting is a new flag). torch, transformers and
+the trainer's model code are imported inside the commands only.
+"""
 
 from __future__ import annotations
 
-from negforge.cli.app import app  # noqa: F401
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from negforge.cli.app import app
+from negforge.errors import ConfigError
+from negforge.trainer.config import PRESETS, leaf_fields
+
+#: Settings that have a hand-written option on ``train``.
+_EXPLICIT = {
+    "preset",
+    "model.backbone",
+    "data.train",
+    "data.eval",
+    "data.video_feats",
+    "data.text_feats",
+    "data.val_fraction",
+    "data.on_missing",
+    "select_on",
+    "device",
+}
+#: Flag names that read better than the bare field name.
+_RENAMED = {
+    "loss.shine.enabled": "shine",
+    "loss.saliency": "saliency-weight",
+    "loss.cls": "cls-weight",
+    "loss.giou": "giou-weight",
+    "loss.span_l1": "span-l1-weight",
+    "loss.aux": "aux-loss",
+}
+
+
+def _flag_name(dotted: str, taken: set[str]) -> str:
+    if dotted in _RENAMED:
+        return _RENAMED[dotted]
+    name = dotted.rsplit(".", 1)[-1].replace("_", "-")
+    return dotted.replace(".", "-").replace("_", "-") if name in taken else name
+
+
+def _choices(annotation: Any) -> list[str] | None:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    for arg in args:
+        found = _choices(arg)
+        if found:
+            return found
+    return None
+
+
+def _option_type(annotation: Any) -> tuple[type, bool]:
+    """(click-friendly type, is a bool switch) of a config field annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = (
+        args[0] if typing.get_origin(annotation) in (typing.Union, type(int | None)) else annotation
+    )
+    if base is bool:
+        return bool, True
+    if base in (int, float, str):
+        return base, False
+    if base is Path:
+        return Path, False
+    return str, False  # tuples, lists, literals: parsed from text
+
+
+def config_flags() -> list[tuple[str, str, inspect.Parameter]]:
+    """(dotted setting, python parameter name, parameter) for every generated flag."""
+    flags: list[tuple[str, str, inspect.Parameter]] = []
+    taken: set[str] = set()
+    leaves = {k: v for k, v in leaf_fields().items() if k not in _EXPLICIT}
+    short_counts: dict[str, int] = {}
+    for dotted in leaves:
+        short = dotted.rsplit(".", 1)[-1]
+        short_counts[short] = short_counts.get(short, 0) + 1
+    taken = {s.replace("_", "-") for s, n in short_counts.items() if n > 1}
+    for dotted, info in leaves.items():
+        flag = _flag_name(dotted, taken)
+        kind, switch = _option_type(info.annotation)
+        choices = _choices(info.annotation)
+        help_text = info.description or ""
+        default = info.get_default(call_default_factory=True)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple | list) else default
+        help_text = f"{help_text} (default {shown}; {dotted})".strip()
+        if choices:
+            help_text += f" (one of: {', '.join(choices)})"
+        if kind is str and not choices and isinstance(default, tuple | list):
+            help_text += " (comma-separated)"
+        decls = [f"--{flag}/--no-{flag}"] if switch else [f"--{flag}"]
+        param = "cfg__" + dotted.replace(".", "__")
+        option = typer.Option(None, *decls, help=help_text, show_default=False)
+        flags.append(
+            (
+                dotted,
+                param,
+                inspect.Parameter(
+                    param, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
+                ),
+            )
+        )
+    return flags
+
+
+def _parse_value(dotted: str, value: Any) -> Any:
+    """Text for tuple / list settings → a list (``"0.25,0.25"``, ``"1,0,1,1"``)."""
+    info = leaf_fields()[dotted]
+    origin = typing.get_origin(info.annotation)
+    if isinstance(value, str) and origin in (tuple, list):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        return [_bool_or_number(v) for v in items]
+    return value
+
+
+def _bool_or_number(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
+
+
+def _with_config_flags(func: Callable[..., None]) -> Callable[..., None]:
+    """Append the generated config flags to ``func``'s signature (typer reads it)."""
+    signature = inspect.signature(func, eval_str=True)
+    extra = [p for _, _, p in config_flags()]
+    params = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    func.__signature__ = signature.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+    return func
+
+
+def _check_choice(allowed: tuple[str, ...]) -> Callable[[str | None], str | None]:
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"choose from {', '.join(allowed)}")
+        return value
+
+    return check
+
+
+@app.command("train")
+@_with_config_flags
+def train_command(
+    output: Path = typer.Option(..., "-o", "--output", help="run folder (checkpoints, logs)"),
+    backbone: str | None = typer.Option(
+        None,
+        "--backbone",
+        help="qd_detr (default) or moment_detr",
+        callback=_check_choice(("qd_detr", "moment_detr")),
+    ),
+    train: Path | None = typer.Option(
+        None, "--train", help="TRAIN: negatives artifact (.parquet) or SHINE jsonl"
+    ),
+    eval_splits: list[str] | None = typer.Option(
+        None, "--eval", help="evaluation split NAME=PATH or PATH (repeatable)"
+    ),
+    video_feats: list[Path] | None = typer.Option(
+        None, "--video-feats", help="video feature folder or HDF5 (repeat to concatenate)"
+    ),
+    text_feats: list[Path] | None = typer.Option(
+        None, "--text-feats", help="text feature folder or packed HDF5 (repeatable)"
+    ),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="charades_cg or anet_cg: the paper's settings",
+        callback=_check_choice(PRESETS),
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML config (a saved RUN_DIR/config.yaml works too)"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in -o from last.pt"),
+    val_fraction: float | None = typer.Option(
+        None,
+        "--val-fraction",
+        help="share of train videos held out for checkpoint selection [default 0.05]",
+    ),
+    select_on: str | None = typer.Option(
+        None, "--select-on", help="split choosing best.pt [default val: held out from train]"
+    ),
+    on_missing: str | None = typer.Option(
+        None,
+        "--on-missing",
+        help="missing features: error (default) or skip (counted)",
+        callback=_check_choice(("error", "skip")),
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:1"),
+    **settings: Any,
+) -> None:
+    """Train Moment-DETR / QD-DETR with SHINE's coarse-to-fine saliency ranking."""
+    from negforge.trainer.config import build_config
+    from negforge.trainer.engine import train as run_training
+
+    overrides: dict[str, Any] = {}
+    for dotted, param, _ in config_flags():
+        value = settings.get(param)
+        if value is not None:
+            overrides[dotted] = _parse_value(dotted, value)
+    explicit = {
+        "data.train": str(train) if train else None,
+        "data.eval": list(eval_splits) if eval_splits else None,
+        "data.video_feats": [str(p) for p in video_feats] if video_feats else None,
+        "data.text_feats": [str(p) for p in text_feats] if text_feats else None,
+        "data.val_fraction": val_fraction,
+        "data.on_missing": on_missing,
+        "select_on": select_on,
+        "device": device,
+    }
+    overrides.update({k: v for k, v in explicit.items() if v is not None})
+    saved = output / "config.yaml"
+    if resume and config is None and saved.is_file():
+        config = saved
+    cfg = build_config(preset=preset, backbone=backbone, yaml_path=config, overrides=overrides)
+    if not resume or not (output / "checkpoints" / "last.pt").is_file():
+        missing = [
+            flag
+            for flag, value in (
+                ("--train", cfg.data.train),
+                ("--video-feats", cfg.data.video_feats),
+                ("--text-feats", cfg.data.text_feats),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)} (or give them in --config)")
+    result = run_training(cfg, output, resume=resume)
+    if result.best_epoch is not None:
+        typer.echo(
+            f"done: {result.epochs_run} epochs; best.pt from epoch {result.best_epoch} "
+            f"({cfg.select_on}/{cfg.select_metric} {result.best_metric:.2f}); run in {output}"
+        )
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Path = typer.Argument(..., metavar="CKPT", help="a best.pt / last.pt"),
+    eval_splits: list[str] = typer.Option(
+        ..., "--eval", help="split NAME=PATH or PATH (jsonl or benchmark json; repeatable)"
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="folder for predictions/ and metrics.json [RUN_DIR/eval]"
+    ),
+    video_feats: list[Path] | None = typer.Option(
+        None, "--video-feats", help="video features [default: the run's]"
+    ),
+    text_feats: list[Path] | None = typer.Option(
+        None, "--text-feats", help="text features [default: the run's]"
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="[default: the run's]"),
+    on_missing: str | None = typer.Option(
+        None, "--on-missing", help="error or skip", callback=_check_choice(("error", "skip"))
+    ),
+) -> None:
+    """Evaluate a checkpoint: R1@0.5, R1@0.7, mIoU, MR-mAP per split (and per composition type)."""
+    from negforge.trainer.config import EvalSplit
+    from negforge.trainer.engine import evaluate_checkpoint
+
+    if output is None:
+        run_dir = (
+            checkpoint.parent.parent
+            if checkpoint.parent.name == "checkpoints"
+            else checkpoint.parent
+        )
+        output = run_dir / "eval"
+    evaluate_checkpoint(
+        checkpoint,
+        [EvalSplit.parse(s) for s in eval_splits],
+        output,
+        video_feats=video_feats,
+        text_feats=text_feats,
+        device=device,
+        batch_size=batch_size,
+        on_missing=on_missing,
+    )
+    typer.echo(f"predictions and metrics.json in {output}")
+
+
+@app.command("featurize")
+def featurize_command(
+    queries: list[Path] = typer.Argument(
+        ..., metavar="QUERIES...", help="query jsonl / benchmark json / SHINE jsonl / negatives"
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="packed text features (.h5)"),
+    text_encoder: str = typer.Option(
+        "clip",
+        "--text-encoder",
+        help="clip (CLIP ViT-B/32 text tower, 512-d) or minilm (384-d)",
+        callback=_check_choice(("clip", "minilm")),
+    ),
+    model_path: Path | None = typer.Option(
+        None, "--model-path", help="local model folder [clip: the Hugging Face cache]"
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="float32 or float16",
+        callback=_check_choice(("float32", "float16")),
+    ),
+) -> None:
+    """Token-level text features of queries and hard negatives, in one HDF5 file."""
+    from negforge.trainer.featurize import featurize
+
+    report = featurize(
+        queries,
+        output,
+        encoder=text_encoder,
+        model_path=model_path,
+        device=device,
+        batch_size=batch_size,
+        dtype=dtype,
+    )
+    typer.echo(
+        f"wrote {report.keys} features ({report.queries} queries, {report.negatives} negatives, "
+        f"{report.dim}-d, {report.encoder}) to {report.output}"
+    )
+
+
+@app.command("synth")
+def synth_command(
+    output: Path = typer.Option(..., "-o", "--output", help="folder for the benchmark"),
+    train_videos: int = typer.Option(200, "--train-videos", help="2 queries per video"),
+    test_videos: int = typer.Option(60, "--test-videos", help="2 queries per video"),
+    novel_videos: int = typer.Option(40, "--novel-videos", help="1 novel-composition query each"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a small synthetic compositional grounding benchmark (train in < 2 min on CPU)."""
+    from negforge.trainer.synth import SynthConfig, generate
+
+    report = generate(
+        output,
+        SynthConfig(
+            train_videos=train_videos, test_videos=test_videos, novel_videos=novel_videos, seed=seed
+        ),
+    )
+    sizes = ", ".join(f"{k} {v}" for k, v in report.queries.items())
+    typer.echo(f"wrote {report.videos} videos ({sizes} queries) to {report.output}")
+    typer.echo(
+        f"train: negforge train --backbone qd_detr --config {report.train_config} "
+        f"-o {Path(report.output) / 'run'}"
+    )
