@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,12 +209,16 @@ def _value_matches(value: str, spec: Any) -> bool | None:
 class PostParse:
     """attribute_ruler + lemmatizer output per token, memoised where that is exact.
 
-    Built from a loaded pipeline; :meth:`tokens` takes a Doc that went through the
-    components before ``attribute_ruler`` and returns the full token tuples.
+    Built from a loaded pipeline; :meth:`process` takes Docs that went through the components
+    before ``attribute_ruler`` and yields their full token tuples. Tokens never seen before
+    are annotated in one small Doc per batch (each token alone: single-token patterns only
+    look at the token itself); a Doc with a token that can start a multi-token pattern goes
+    through the real components whole.
     """
 
     def __init__(self, nlp: Language) -> None:
         names = nlp.pipe_names
+        self.vocab = nlp.vocab
         self.post = [(name, nlp.get_pipe(name)) for name in names if name in POST_COMPONENTS]
         tail = names[len(names) - len(self.post):]
         self.enabled = bool(self.post) and tail == [name for name, _ in self.post]
@@ -244,7 +248,7 @@ class PostParse:
         return True
 
     def components(self) -> list[str]:
-        """Names of the components :meth:`tokens` applies itself."""
+        """Names of the components this class applies itself."""
         return [name for name, _ in self.post] if self.enabled else []
 
     def _starts_pattern(self, token: SpacyToken) -> bool:
@@ -264,35 +268,72 @@ class PostParse:
                 return True  # a pattern may start here (unknown operators count as a match)
         return False
 
-    def tokens(self, doc: Doc) -> list[Token]:
-        """Full token tuples of a tagged and parsed Doc."""
-        from spacy.attrs import DEP, MORPH, ORTH, TAG
+    def process(self, docs: Iterable[Doc], batch_size: int = BATCH_SIZE
+                ) -> Iterator[list[Token]]:
+        """Full token tuples of tagged and parsed Docs, in order."""
+        buffer: list[Doc] = []
+        for doc in docs:
+            buffer.append(doc)
+            if len(buffer) >= batch_size:
+                yield from self._flush(buffer)
+                buffer = []
+        if buffer:
+            yield from self._flush(buffer)
 
-        # (text, tag, dep, morph) decide what the token-local components do to a token
-        keys = [tuple(row) for row in doc.to_array([ORTH, TAG, DEP, MORPH]).tolist()]
-        memo = self.memo
-        out: list[Token] = []
-        for key in keys:
-            hit = memo.get(key)
-            if hit is None:
-                return self._run(doc, keys)
-            out.append(hit)
-        return out
+    def _flush(self, docs: list[Doc]) -> Iterator[list[Token]]:
+        from spacy.attrs import DEP, MORPH, ORTH, POS, TAG
 
-    def _run(self, doc: Doc, keys: list[tuple[int, ...]]) -> list[Token]:
-        self.full_runs += 1
-        for _, component in self.post:
-            doc = component(doc)
-        tokens = doc_tokens(doc)
-        starts = [self._starts_pattern(token) for token in doc]
-        if any(starts) or any(key in self.trigger_keys for key in keys):
-            for key, start in zip(keys, starts, strict=True):
-                if start:
-                    self.trigger_keys.add(key)
-            return tokens
-        for key, token in zip(keys, tokens, strict=True):
-            self.memo[key] = token
-        return tokens
+        # (text, tag, dep, morph, pos) decide what the token-local components do to a token
+        attrs = [ORTH, TAG, DEP, MORPH, POS]
+        keyed = [(doc, [tuple(r) for r in doc.to_array(attrs).tolist()]) for doc in docs]
+        memo, triggers = self.memo, self.trigger_keys
+        pending: dict[tuple[int, ...], SpacyToken] = {}
+        for doc, keys in keyed:
+            for index, key in enumerate(keys):
+                if key not in memo and key not in triggers and key not in pending:
+                    pending[key] = doc[index]
+        fresh = []
+        for key, token in pending.items():
+            if self._starts_pattern(token):
+                triggers.add(key)
+            else:
+                fresh.append((key, token))
+        if fresh:
+            self._annotate(fresh)
+        for doc, keys in keyed:
+            if any(key in triggers for key in keys):
+                self.full_runs += 1
+                for _, component in self.post:
+                    doc = component(doc)
+                yield doc_tokens(doc)
+            else:
+                yield [memo[key] for key in keys]
+
+    def _annotate(self, fresh: list[tuple[tuple[int, ...], SpacyToken]]) -> None:
+        """Run the components over the fresh tokens, each standing alone, and memoise them."""
+        from spacy.tokens import Doc
+
+        with_pos = [item for item in fresh if item[1].pos_]
+        without_pos = [item for item in fresh if not item[1].pos_]
+        for group in (with_pos, without_pos):
+            if not group:
+                continue
+            tokens = [token for _, token in group]
+            count = len(tokens)
+            mini = Doc(
+                self.vocab,
+                words=[t.text for t in tokens],
+                spaces=[True] * count,
+                tags=[t.tag_ for t in tokens],
+                pos=[t.pos_ for t in tokens] if group is with_pos else None,
+                morphs=[str(t.morph) for t in tokens],
+                heads=list(range(count)),
+                deps=[t.dep_ for t in tokens],
+            )
+            for _, component in self.post:
+                mini = component(mini)
+            for (key, token), done in zip(group, mini, strict=True):
+                self.memo[key] = (token.text, done.pos_, token.dep_, done.lemma_)
 
 
 # One parsed corpus kept in memory: build-dict then mask in one process reuse it.
@@ -309,7 +350,7 @@ def parse_with(nlp: Language, texts: Sequence[str], batch_size: int = BATCH_SIZE
     if not post.enabled:
         return [doc_tokens(doc) for doc in nlp.pipe(texts, batch_size=batch_size)]
     with nlp.select_pipes(disable=post.components()):
-        return [post.tokens(doc) for doc in nlp.pipe(texts, batch_size=batch_size)]
+        return list(post.process(nlp.pipe(texts, batch_size=batch_size), batch_size))
 
 
 def parse_texts(
