@@ -214,3 +214,23 @@ def test_pooling_long_videos_rescales_clip_length(tmp_path):
     assert item.hard_negatives is None
     batch = Collator()([item])
     assert batch.hard_neg_text_feats is None and batch.inbatch_neg_index.tolist() == [-1]
+
+
+@pytest.mark.shared
+def test_real_charades_cg_files(shared_dir):
+    """The published SHINE training file and the original split files load as samples."""
+    train = load_train_samples(shared_dir / "data/charades_cg/charades_cg_gpt_train.jsonl")
+    assert len(train) == 8281
+    assert sum(s.negatives_valid for s in train) == 8281
+    assert train[0].qid == "IGDIE_train_0" and len(train[0].negatives) == 3
+    novel = load_eval_samples(shared_dir / "data/visa/charades_cg/novel_composition.json")
+    published = load_eval_samples(
+        shared_dir / "data/charades_cg/charades_cg_novel_composition.jsonl"
+    )
+    assert [s.qid for s in novel] == [s.qid for s in published]
+    assert all(s.novel_types for s in novel) and not any(s.novel_types for s in published)
+    types = {t for s in novel for t in s.novel_types}
+    assert {"v-n", "v-adv", "p-n"} <= types
+    train_part, val_part = split_by_video(train, 0.05, seed=2018)
+    assert not {s.vid for s in train_part} & {s.vid for s in val_part}
+    assert 0.03 < len(val_part) / len(train) < 0.07
