@@ -51,6 +51,11 @@ def test_run_log_reads_blank_cells_as_missing(tmp_path: Path) -> None:
     assert log.epochs == [1, 2, 3, 4, 5, 6]
     assert log.splits == list(SPLITS)
     assert log.loss_columns == ["train/loss", "train/loss_span", "train/loss_cr", "train/loss_fr"]
+    assert log.loss_groups() == {
+        "shine": ["train/loss", "train/loss_cr", "train/loss_fr"],
+        "base": ["train/loss_span"],
+        "sub": [],
+    }
     r1 = log.columns["val/R1@0.5"]
     assert [math.isnan(v) for v in r1] == [True, True, False, True, True, False]
     assert r1[2] == pytest.approx(50 * (1 - math.exp(-3 / 4)))
@@ -59,7 +64,7 @@ def test_run_log_reads_blank_cells_as_missing(tmp_path: Path) -> None:
 def test_run_plot_is_a_png_of_its_size(tmp_path: Path) -> None:
     write_metrics_csv(tmp_path / "run" / "metrics.csv")
     out = write_run_plot(tmp_path / "run", tmp_path / "curves.png")
-    assert_valid_png(out.read_bytes(), (1500, 860))
+    assert_valid_png(out.read_bytes(), (2000, 860))
 
 
 def test_run_plot_reads_the_trainers_own_csv_writer(tmp_path: Path) -> None:
@@ -76,7 +81,7 @@ def test_run_plot_reads_the_trainers_own_csv_writer(tmp_path: Path) -> None:
     assert log.splits == ["val"]
     assert math.isnan(log.columns["val/mIoU"][1])
     assert log.columns["val/mIoU"][2] == 22.5
-    assert_valid_png(plot_run(log), (1500, 860))
+    assert_valid_png(plot_run(log), (2000, 860))
 
 
 def test_bad_metrics_csv_names_line_and_column(tmp_path: Path) -> None:
@@ -102,7 +107,7 @@ def test_plot_run_command(tmp_path: Path) -> None:
     out = tmp_path / "figs" / "curves.png"
     result = CliRunner().invoke(app, ["plot-run", str(tmp_path / "run"), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert png_size(out.read_bytes()) == (1500, 860)
+    assert png_size(out.read_bytes()) == (2000, 860)
 
 
 def _curve(length: int, peak: int, height: float) -> list[float]:

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from negforge.errors import InputError
 from negforge.reporting.charts import PALETTE, figure_png, new_figure
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 METRICS = ("R1@0.5", "R1@0.7", "mIoU", "mAP")
-WIDTH, HEIGHT = 1500, 860
+WIDTH, HEIGHT = 2000, 860
+#: The SHINE terms of Eq. 5 and L_cr's two constraints (paper Sec. 3.3).
+SHINE_TERMS = frozenset({"cr", "fr", "inter", "intra"})
+_SUB_TERM = re.compile(r"^(?P<base>.+)_(?P<index>\d+)$")
+_STYLES = ("--", "-.", ":", "-")  # loss terms: colours first, then line styles
+TOTAL_COLOUR = "#1d2330"
+LR_COLOUR = "#7f7f7f"
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,24 @@ class RunLog:
     @property
     def loss_columns(self) -> list[str]:
         return [c for c in self.columns if c.startswith("train/")]
+
+    def loss_groups(self) -> dict[str, list[str]]:
+        """Loss columns by panel: total + SHINE terms, base terms, numbered sub-terms.
+
+        A name ending in ``_<k>`` is a sub-term (a constraint of L_fr, an auxiliary decoder
+        layer); ``loss_cr``/``loss_fr``/``loss_inter``/``loss_intra`` are SHINE's terms.
+        """
+        groups: dict[str, list[str]] = {"shine": [], "base": [], "sub": []}
+        for column in self.loss_columns:
+            name = column.removeprefix("train/")
+            term = name.removeprefix("loss_")
+            if name == "loss" or term in SHINE_TERMS:
+                groups["shine"].append(column)
+            elif _SUB_TERM.match(name):
+                groups["sub"].append(column)
+            else:
+                groups["base"].append(column)
+        return groups
 
     @property
     def splits(self) -> list[str]:
@@ -87,38 +116,71 @@ def _points(epochs: list[float], values: list[float]) -> tuple[list[float], list
     return [e for e, _ in pairs], [v for _, v in pairs]
 
 
-def plot_run(log: RunLog, title: str | None = None) -> bytes:
-    """A 2 x 3 grid: losses, learning rate and R1@0.5 / R1@0.7 / mIoU / mAP per split."""
-    figure = new_figure(WIDTH, HEIGHT)
-    axes = figure.subplots(2, 3)
-    losses, rate = axes[0][0], axes[1][0]
-    metric_axes = [axes[0][1], axes[0][2], axes[1][1], axes[1][2]]
-    for index, column in enumerate(log.loss_columns):
+def _not_logged(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(
+        0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="#888888"
+    )
+
+
+def _plot_losses(ax: Axes, log: RunLog, columns: list[str], title: str) -> None:
+    """One line per loss column; log scale when the values span over 50x."""
+    for index, column in enumerate(columns):
         xs, ys = _points(log.epochs, log.columns[column])
-        style = "-" if column == "train/loss" else "--"
-        width = 2.2 if column == "train/loss" else 1.4
-        losses.plot(
+        ax.plot(
             xs,
             ys,
-            style,
-            lw=width,
+            _STYLES[(index // len(PALETTE)) % len(_STYLES)],
+            lw=1.6,
             color=PALETTE[index % len(PALETTE)],
             label=column.removeprefix("train/"),
         )
-    positive = [v for c in log.loss_columns for v in log.columns[c] if v > 0 and not math.isnan(v)]
-    if positive and max(positive) / min(positive) > 50:
-        losses.set_yscale("log")
-    losses.set_title("Training losses", fontsize=11)
-    if log.loss_columns:
-        losses.legend(fontsize=8, frameon=False)
-    if "lr" in log.columns:
-        xs, ys = _points(log.epochs, log.columns["lr"])
-        rate.plot(xs, ys, color=PALETTE[7], lw=1.5)
-        if ys and min(ys) > 0:
-            rate.set_yscale("log")
-    rate.set_title("Learning rate", fontsize=11)
+    values = [v for c in columns for v in log.columns[c] if v > 0 and not math.isnan(v)]
+    if values and max(values) / min(values) > 50:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=11)
+    if columns:
+        ax.legend(fontsize=8, frameon=False, ncol=2 if len(columns) > 6 else 1)
+    else:
+        _not_logged(ax)
+
+
+def _plot_total(ax: Axes, log: RunLog) -> None:
+    """The total loss, with the learning rate on a second (log) axis."""
+    if "train/loss" in log.columns:
+        xs, ys = _points(log.epochs, log.columns["train/loss"])
+        ax.plot(xs, ys, "-", lw=2.4, color=TOTAL_COLOUR, label="loss (left)")
+    else:
+        _not_logged(ax)
+    ax.set_title("Total loss and learning rate", fontsize=11)
+    if "lr" not in log.columns:
+        return
+    xs, ys = _points(log.epochs, log.columns["lr"])
+    rate = ax.twinx()
+    rate.plot(xs, ys, ":", lw=1.8, color=LR_COLOUR, label="lr (right)")
+    if ys and min(ys) > 0:
+        rate.set_yscale("log")
+    rate.tick_params(axis="y", colors=LR_COLOUR)
+    lines = ax.get_lines() + rate.get_lines()
+    ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, frameon=False)
+
+
+def plot_run(log: RunLog, title: str | None = None) -> bytes:
+    """A 2 x 4 grid: total loss + lr, SHINE / base / sub loss terms, and R1@0.5 / R1@0.7 /
+    mIoU / mAP per split."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure = new_figure(WIDTH, HEIGHT)
+    axes = figure.subplots(2, 4)
+    groups = log.loss_groups()
+    _plot_total(axes[0][0], log)
+    shine = [c for c in groups["shine"] if c != "train/loss"]
+    _plot_losses(axes[0][1], log, shine, "SHINE terms (L_cr, L_fr)")
+    _plot_losses(axes[0][2], log, groups["base"], "Base terms (L_base)")
+    _plot_losses(axes[0][3], log, groups["sub"], "Sub-terms (L_fr constraints, aux. layers)")
     splits = log.splits
-    for ax, metric in zip(metric_axes, METRICS, strict=True):
+    for ax, metric in zip(axes[1], METRICS, strict=True):
         drawn = False
         for index, split in enumerate(splits):
             column = f"{split}/{metric}"
@@ -135,22 +197,17 @@ def plot_run(log: RunLog, title: str | None = None) -> bytes:
             ax.plot([xs[best]], [ys[best]], "*", ms=12, color=colour, mec="white", mew=0.6)
         ax.set_title(f"{metric} per split (★ best)", fontsize=11)
         if drawn:
-            ax.legend(fontsize=8, frameon=False, loc="lower right")
+            ax.legend(fontsize=8, frameon=False, loc="best")
         else:
-            ax.text(
-                0.5,
-                0.5,
-                "not logged",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-                color="#888888",
-            )
+            _not_logged(ax)
     for ax in axes.flat:
+        if not ax.lines:
+            continue  # a "not logged" panel
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     figure.suptitle(title or f"Training run: {log.path.parent.name}", fontsize=13)
-    figure.subplots_adjust(left=0.05, right=0.98, top=0.91, bottom=0.07, hspace=0.35, wspace=0.2)
+    figure.subplots_adjust(left=0.04, right=0.975, top=0.91, bottom=0.07, hspace=0.35, wspace=0.25)
     return figure_png(figure)
 
 
