@@ -95,13 +95,11 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tiny_synth, tmp_path):
 def test_predict_returns_the_query_set_saliency(tiny_synth, tmp_path):
     cfg = tiny_config(tiny_synth)
     from negforge.trainer.backbones import build_model
-    from negforge.trainer.engine import feature_stores, make_dataset
+    from negforge.trainer.engine import dataset_for
 
     data = load_run_data(cfg)
     model = build_model(cfg.model.resolve(data.v_dim, data.t_dim))
-    train_set = make_dataset(
-        load_train_samples(cfg.data.train), cfg, feature_stores(cfg), with_negatives=True
-    )
+    train_set = dataset_for(cfg, cfg.data.train, negatives=True)
     qid = train_set.samples[0].qid
     (one,) = predict(model, train_set, qids=[qid], negatives=True)
     length = one.saliency.shape[0]

@@ -150,6 +150,20 @@ class TrainConfig(BaseModel):
     def backbone(self) -> Backbone:
         return self.model.backbone
 
+    def with_absolute_paths(self) -> TrainConfig:
+        """The same config with every data path made absolute (a saved config then loads
+        from anywhere)."""
+        data = self.data
+        absolute = data.model_copy(
+            update={
+                "train": data.train.resolve() if data.train else None,
+                "eval": [EvalSplit(name=s.name, path=s.path.resolve()) for s in data.eval],
+                "video_feats": [p.resolve() for p in data.video_feats],
+                "text_feats": [p.resolve() for p in data.text_feats],
+            }
+        )
+        return self.model_copy(update={"data": absolute})
+
 
 def preset_values(preset: str, backbone: str) -> dict[str, Any]:
     """The paper's settings (Sec. 4, REFERENCE.md) for a dataset and backbone, nested."""

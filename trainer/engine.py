@@ -250,6 +250,33 @@ def load_run_data(
     return RunData(train_set, evals, reports, v_dim, t_dim)
 
 
+def dataset_for(
+    cfg: TrainConfig,
+    path: str | Path,
+    *,
+    negatives: bool = False,
+    video_feats: Sequence[Path] | None = None,
+    text_feats: Sequence[Path] | None = None,
+) -> GroundingDataset:
+    """A query file as a dataset with ``cfg``'s clip settings (e.g. a checkpoint's config).
+
+    With ``negatives`` the file is read as TRAIN (negatives artifact or SHINE jsonl) and
+    each item carries its hard negatives; features default to the run's.
+    """
+    update: dict[str, Any] = {}
+    if video_feats:
+        update["video_feats"] = list(video_feats)
+    if text_feats:
+        update["text_feats"] = list(text_feats)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
+    stores = feature_stores(cfg)
+    samples = load_train_samples(path) if negatives else load_eval_samples(path)
+    samples, _ = check_features(
+        samples, *stores, on_missing=cfg.data.on_missing, with_negatives=negatives, source=path
+    )
+    return make_dataset(samples, cfg, stores, with_negatives=negatives)
+
+
 def data_loader(
     dataset: GroundingDataset,
     *,
@@ -552,6 +579,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> Tra
             f"{run_dir} already holds a run (checkpoints/last.pt); pass --resume to continue "
             "it or choose another output folder"
         )
+    cfg = cfg.with_absolute_paths()
     if cfg.select_on != VALIDATION_SPLIT and cfg.select_on not in {s.name for s in cfg.data.eval}:
         raise ConfigError(f"--select-on {cfg.select_on}: no evaluation split has that name")
     if cfg.cpu_threads is not None:
