@@ -36,16 +36,15 @@ def cache_key(
     params: Mapping[str, Any],
 ) -> str:
     """A stable hex key for one request (``params``: sampling parameters, seed, format)."""
-    document = {
-        "format": CACHE_FORMAT,
-        "backend": backend,
-        "model": model,
-        "template": template,
-        "messages": [dict(message) for message in messages],
-        "params": dict(params),
-    }
-    encoded = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(encoded.encode()).hexdigest()
+    digest = hashlib.sha256()
+    header = {"format": CACHE_FORMAT, "backend": backend, "model": model, "template": template,
+              "params": dict(params)}  # fmt: skip
+    digest.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    for message in messages:  # hashed field by field: cheaper than serialising the prompt
+        for name in sorted(message):
+            digest.update(b"\x1e" + name.encode() + b"\x1f" + str(message[name]).encode())
+        digest.update(b"\x1d")
+    return digest.hexdigest()
 
 
 class ResponseCache:

@@ -129,37 +129,25 @@ def _fill_reasons(
     dictionary: WordDictionary | None,
 ) -> list[str]:
     """Reasons that concern the fills themselves (count, shape, originals, dictionary)."""
-    reasons: list[str] = []
     if len(fills) != len(level.masked_positions):
         return [WRONG_FILL_COUNT]
-    stripped = [fill.strip() for fill in fills]
-    if any(not fill for fill in stripped):
-        reasons.append(EMPTY_FILL)
-    if not allow_phrases and any(len(fill.split()) > 1 for fill in stripped):
-        reasons.append(PHRASE_FILL)
-    if any(MASK in fill for fill in stripped):
-        reasons.append(UNMASKED_CHANGED)
-    originals = zip(level.original_words, level.original_lemmas, strict=False)
-    for fill, (word, lemma) in zip(stripped, originals, strict=False):
-        lowered = fill.lower()
-        if lowered and lowered in (word.lower(), lemma.lower()):
-            reasons.append(COPIED_ORIGINAL)
-            break
-    if dictionary is not None:
-        missing = wrong_type = False
-        for fill, word_type in zip(stripped, level.types, strict=True):
-            lowered = fill.lower()
-            if not lowered or dictionary.contains(word_type, lowered):
-                continue
-            if dictionary.types_of(lowered):
-                wrong_type = True
-            else:
-                missing = True
-        if missing:
-            reasons.append(NOT_IN_DICTIONARY)
-        if wrong_type:
-            reasons.append(WRONG_TYPE)
-    return reasons
+    found: set[str] = set()
+    for fill, word, lemma, word_type in zip(
+        fills, level.original_words, level.original_lemmas, level.types, strict=False
+    ):
+        lowered = fill.strip().lower()
+        if not lowered:
+            found.add(EMPTY_FILL)
+            continue
+        if not allow_phrases and len(lowered.split()) > 1:
+            found.add(PHRASE_FILL)
+        if MASK in lowered:
+            found.add(UNMASKED_CHANGED)
+        if lowered == word.lower() or lowered == lemma.lower():
+            found.add(COPIED_ORIGINAL)
+        if dictionary is not None and not dictionary.contains(word_type, lowered):
+            found.add(WRONG_TYPE if dictionary.types_of(lowered) else NOT_IN_DICTIONARY)
+    return [code for code in REASON_CODES if code in found]
 
 
 def _comparable(text: str) -> str:
@@ -167,13 +155,17 @@ def _comparable(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def _equals_positive(level: MaskedLevel, key: str) -> bool:
-    """Whether a comparable negative equals the query (as written or as re-rendered)."""
+def _equals_positive(level: MaskedLevel, key: str, fills: Sequence[str]) -> bool:
+    """Whether a negative equals the query: as written, or re-rendered (every fill original).
+
+    ``fills`` are the negative's fills when it matches the level's template, else empty.
+    """
     if key == _comparable(level.query):
         return True
-    if len(level.original_words) != len(level.masked_positions):
-        return False
-    return key == _comparable(render_negative(level, level.original_words))
+    words = level.original_words
+    return bool(fills) and len(fills) == len(words) and all(
+        fill.lower() == word.lower() for fill, word in zip(fills, words, strict=True)
+    )
 
 
 def _finish(
@@ -187,17 +179,17 @@ def _finish(
     for level, (reasons, fills, negative) in zip(levels, partial, strict=True):
         if negative is not None:
             key = _comparable(negative)
-            if _equals_positive(level, key):
+            if _equals_positive(level, key, fills):
                 reasons.append(EQUALS_POSITIVE)
             if key in seen:
                 reasons.append(DUPLICATE_LEVEL)
             seen.add(key)
         ordered = [code for code in REASON_CODES if code in reasons]
-        blocking = [
-            code for code in ordered if require_dict_words or code not in DICTIONARY_REASONS
-        ]
+        valid = not any(
+            require_dict_words or code not in DICTIONARY_REASONS for code in ordered
+        )
         results.append(
-            ValidationResult(valid=not blocking, reasons=ordered, fills=fills, negative=negative)
+            ValidationResult(valid=valid, reasons=ordered, fills=fills, negative=negative)
         )
     return results
 
