@@ -140,10 +140,15 @@ def shine_rows():
     ]
 
 
-def test_featurize_with_a_tiny_clip_writes_query_and_negative_keys(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
+
+
+def test_featurize_with_a_tiny_clip_writes_query_and_negative_keys(tmp_path, tiny_clip):
     from negforge.trainer.featurize import featurize, read_text_features
 
-    model_dir = tiny_clip_dir(tmp_path / "tiny_clip")
+    model_dir = tiny_clip
     queries = write_jsonl(tmp_path / "train.jsonl", shine_rows())
     out = tmp_path / "text.h5"
     report = featurize([queries], out, encoder="clip", model_path=model_dir, batch_size=2)
@@ -194,3 +199,26 @@ def test_featurize_with_minilm_and_sentence_embeddings(tmp_path):
     )
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_featurize_a_negatives_artifact_keeps_only_usable_negatives(tmp_path, tiny_clip):
+    from negforge.trainer.featurize import featurize
+    from tests.support.trainer_inputs import negative_rows, write_negatives_artifact
+
+    rows = [
+        *negative_rows("q1", "V1", "person opens the door", ["a b", "c d", "e f"]),
+        *negative_rows("q2", "V2", "person eats", ["x", None, "z"], valid=[True, False, False]),
+    ]
+    artifact = write_negatives_artifact(tmp_path / "negatives.parquet", rows)
+    report = featurize([artifact], tmp_path / "t.h5", encoder="clip", model_path=tiny_clip)
+    with h5py.File(tmp_path / "t.h5") as handle:
+        keys = set(handle.keys())
+    assert keys == {
+        "q1",
+        "q1_recomposed_gpt_0",
+        "q1_recomposed_gpt_1",
+        "q1_recomposed_gpt_2",
+        "q2",
+        "q2_recomposed_gpt_0",
+    }
+    assert report.negatives == 4 and report.queries == 2

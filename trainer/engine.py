@@ -612,6 +612,14 @@ def _train(
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     if cfg.select_on == VALIDATION_SPLIT and VALIDATION_SPLIT not in data.evals:
         printer.print("no validation part (val_fraction 0): best.pt is the last evaluated epoch")
+    elif cfg.select_on != VALIDATION_SPLIT:
+        printer.print(
+            f"note: best.pt is selected on '{cfg.select_on}' as asked (--select-on); "
+            "numbers on that split are then no longer held-out test results"
+        )
+    hard = uses_hard_negatives(cfg) and any(s.negatives_valid for s in data.train.samples)
+    if uses_hard_negatives(cfg) and not hard:
+        printer.print("no training query has valid hard negatives: training without L_fr")
 
     torch.manual_seed(cfg.seed)
     model: nn.Module = build_model(model_cfg).to(runtime.device)
@@ -648,7 +656,7 @@ def _train(
         shuffle=True,
         seed=cfg.seed,
     )
-    collator = Collator(cfg.seed, with_negatives=uses_hard_negatives(cfg))
+    collator = Collator(cfg.seed, with_negatives=hard)
     loader = data_loader(
         data.train,
         batch_size=cfg.optim.batch_size,
@@ -658,7 +666,6 @@ def _train(
     )
     use_bf16 = cfg.bf16 and runtime.device.type == "cuda"
     inbatch = uses_inbatch_negative(cfg)
-    hard = uses_hard_negatives(cfg)
     epochs_run = 0
     final_epoch = cfg.optim.epochs - 1
     for epoch in range(start_epoch, cfg.optim.epochs):
