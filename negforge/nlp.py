@@ -333,7 +333,7 @@ class PostParse:
             for _, component in self.post:
                 mini = component(mini)
             for (key, token), done in zip(group, mini, strict=True):
-                self.memo[key] = (token.text, done.pos_, token.dep_, done.lemma_)
+                self.memo[key] = (token.text, done.pos_, done.dep_, done.lemma_)
 
 
 # One parsed corpus kept in memory: build-dict then mask in one process reuse it.

@@ -14,6 +14,7 @@ SAMPLE_TEXTS = [
     "there is a person sitting on a chair.",
     "y'all ai n't going to believe this!",
     "  A woman is outside, shoveling snow.",
+    " When he is done, he rides away.",  # the parser makes this space a ROOT; the ruler: dep
     "person opens the door.",
 ]
 
