@@ -214,22 +214,33 @@ def load_run_data(
     if train:
         if cfg.data.train is None:
             raise ConfigError("no training file given (--train)")
-        samples = load_train_samples(cfg.data.train)
-        samples, reports["train"] = check_features(
-            samples,
+        # Split by video before any feature check: the validation part depends only on
+        # the TRAIN file, the seed and the fraction.
+        train_samples, val_samples = split_by_video(
+            load_train_samples(cfg.data.train), cfg.data.val_fraction, cfg.seed
+        )
+        train_samples, reports["train"] = check_features(
+            train_samples,
             *stores,
             on_missing=cfg.data.on_missing,
             with_negatives=uses_hard_negatives(cfg),
             source=cfg.data.train,
         )
-        train_samples, val_samples = split_by_video(samples, cfg.data.val_fraction, cfg.seed)
         if not train_samples:
             raise ConfigError(f"no training queries left in {cfg.data.train}")
         train_set = make_dataset(
             train_samples, cfg, stores, with_negatives=uses_hard_negatives(cfg)
         )
         if val_samples:
-            evals[VALIDATION_SPLIT] = make_dataset(val_samples, cfg, stores)
+            val_samples, reports[VALIDATION_SPLIT] = check_features(
+                val_samples,
+                *stores,
+                on_missing=cfg.data.on_missing,
+                with_negatives=False,
+                source=cfg.data.train,
+            )
+            if val_samples:
+                evals[VALIDATION_SPLIT] = make_dataset(val_samples, cfg, stores)
     for split in cfg.data.eval if splits is None else splits:
         if split.name in evals:
             raise ConfigError(f"two evaluation splits are called '{split.name}'")
