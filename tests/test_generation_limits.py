@@ -97,6 +97,14 @@ def test_errors_are_classified():
     assert isinstance(classify_exception(dropped), RetryableCallError)
     timeout = openai.APITimeoutError(request=request)  # type: ignore[arg-type]
     assert isinstance(classify_exception(timeout), RetryableCallError)
+    # litellm reports a missing key as a 500: that is not worth retrying
+    request500 = httpx.Request("POST", "http://127.0.0.1/")
+    missing = openai.InternalServerError(
+        "OpenAIException - Missing credentials. Please pass an `api_key`",
+        response=httpx.Response(500, request=request500),  # type: ignore[arg-type]
+        body=None,
+    )
+    assert isinstance(classify_exception(missing), FatalCallError)
     assert parse_retry_after({"retry-after-ms": "1500"}) == 1.5
     assert parse_retry_after({}) is None
 

@@ -77,6 +77,20 @@ def test_llm_run_fills_every_level_and_a_rerun_is_free(inputs, server, tmp_path)
     assert all(r.cache_hit for r in load_rows(tmp_path / "again.parquet", NegativeRow))
 
 
+def test_litellm_path_against_the_same_server(inputs, server, tmp_path, monkeypatch):
+    """``client=litellm`` sends the same request shape through litellm.acompletion."""
+    masked, dictionary = inputs
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
+    server.set_faults([FaultRule(kind="rate_limit", limit=1, retry_after_s=0.1),
+                       FaultRule(kind="malformed", limit=1)])  # fmt: skip
+    config = _config(server, tmp_path, client="litellm", no_cache=True)
+    summary = generate_negatives(masked, dictionary, tmp_path / "lite.parquet", config)
+    assert summary.valid_rows == summary.rows and summary.failed_queries == 0
+    assert summary.retries == 1 and summary.reasks == 1 and summary.calls == QUERIES + 1
+    body = server.requests[-1].body
+    assert body["response_format"]["type"] == "json_schema" and body["model"] == "fake-gpt"
+
+
 def test_finished_artifact_is_not_paid_again_even_without_cache(inputs, server, tmp_path):
     masked, dictionary = inputs
     out = tmp_path / "neg.parquet"

@@ -249,8 +249,8 @@ class LiteLLMChatClient:
             extra["response_format"] = dict(response_format)
         if self._spec.api_base:
             extra["api_base"] = self._spec.api_base
-        if self._spec.provider == "local":
-            extra["api_key"] = "EMPTY"
+        if self._spec.provider in ("local", "openai-compatible", "openai"):
+            extra["api_key"] = openai_api_key(self._spec)
         if params.max_tokens is not None:
             extra["max_tokens"] = params.max_tokens
         response = await self._litellm.acompletion(

@@ -90,6 +90,10 @@ def parse_retry_after(headers: object) -> float | None:
 
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+_CREDENTIALS_PROBLEM = re.compile(
+    r"missing credentials|(incorrect|invalid|no) api[ _]key|api[ _]key (is )?(missing|not set)",
+    re.IGNORECASE,
+)
 
 
 def classify_exception(exc: BaseException) -> BackendCallError:
@@ -113,6 +117,12 @@ def classify_exception(exc: BaseException) -> BackendCallError:
     ):
         status = int(status) if isinstance(status, int) else 500
         detail = _status_detail(exc)
+        if _CREDENTIALS_PROBLEM.search(detail):  # litellm reports a missing key as a 500
+            return FatalCallError(
+                f"HTTP {status} ({name}), authentication failed: check the API key "
+                f"environment variable: {detail}",
+                status=status,
+            )
         if status in _RETRYABLE_STATUS or status >= 500:
             return RetryableCallError(
                 f"HTTP {status} ({name}): {detail}",
