@@ -12,7 +12,7 @@ import pytest
 from negforge.errors import InputError
 from negforge.reporting.run_plot import plot_run, read_run_log, write_run_plot
 from negforge.reporting.saliency_plot import SaliencyCurves, SaliencyExample, plot_saliency
-from tests.test_report_render import assert_valid_png, png_size
+from tests.support.png import assert_valid_png, png_size
 
 SPLITS = ("val", "test_trivial", "novel_composition")
 

@@ -30,7 +30,7 @@ from negforge.reporting.html_report import render_html
 from negforge.reporting.report import report_from_sources
 from negforge.reporting.sources import NegativesSource
 from tests.support.negative_rows import dictionary_index, rows_x, rows_y
-from tests.test_report_render import assert_valid_png
+from tests.support.png import assert_valid_png
 
 ARTIFACT_DIR = Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts"
 WINDOW = (1400, 2400)
