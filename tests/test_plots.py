@@ -308,3 +308,20 @@ def test_plot_saliency_command(checkpoints: dict[str, Path], tmp_path: Path) -> 
         ],
     )
     assert bad.exit_code != 0 and "unknown split 'nope'" in str(bad.exception)
+    # A query file works as a split too (here the training file: negatives drawn).
+    from_file = tmp_path / "file.png"
+    result = runner.invoke(
+        app,
+        [
+            "plot-saliency",
+            str(checkpoints["shine"]),
+            "--split",
+            str(cfg.data.train),
+            "--n",
+            "1",
+            "-o",
+            str(from_file),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert_valid_png(from_file.read_bytes(), (810, 52 + 300 + 48 + 17 * 7 + 12 + 18))

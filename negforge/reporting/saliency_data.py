@@ -9,7 +9,9 @@ window. The split is read with the first checkpoint's configuration:
 * ``val`` -- the validation part held out from it by video, as training did (negatives
   included);
 * any evaluation split name of the config (``test_trivial``, ``novel_composition``, ...):
-  query files without negatives, so only the positive and the other video's query appear.
+  query files without negatives, so only the positive and the other video's query appear;
+* a query file (SHINE jsonl with ``recomposed_queries``, or a negatives artifact): its hard
+  negatives are drawn when their text features exist in the run's text feature folders.
 
 torch and the trainer are imported inside the functions.
 """
@@ -65,8 +67,13 @@ def split_samples(cfg: TrainConfig, split: str) -> tuple[list[GroundingSample], 
     for eval_split in cfg.data.eval:
         if eval_split.name == split:
             return load_eval_samples(eval_split.path), False
+    if Path(split).is_file():
+        samples = load_train_samples(split)
+        return samples, any(sample.negatives_valid for sample in samples)
     names = [TRAIN_SPLIT, VALIDATION_SPLIT, *(s.name for s in cfg.data.eval)]
-    raise ConfigError(f"unknown split '{split}' (this checkpoint knows: {', '.join(names)})")
+    raise ConfigError(
+        f"unknown split '{split}' (this checkpoint knows: {', '.join(names)}; or give a query file)"
+    )
 
 
 def choose_qids(
