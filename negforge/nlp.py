@@ -14,11 +14,11 @@ pattern, and memoises the per-token results for the others. The result is the sa
 tuples as running the full pipeline (checked in ``tests/test_nlp.py``), at close to the cost
 of the tagger and parser alone. For any other pipeline layout it simply runs every component.
 
-Parses (the ``(text, pos_, dep_, lemma_)`` token tuples) are cached on disk as a small Arrow
-IPC file keyed by the sha256 of the query texts and the model's name and version, so that
-``build-dict`` and ``mask`` over the same file parse it once; the last parse is also kept in
-memory. The cache folder is ``$NEGFORGE_CACHE_DIR/docs`` (default ``~/.cache/negforge/docs``);
-pipelines use ``outputs/<name>/.cache/docs``.
+Parses (the ``(text, pos_, dep_, lemma_)`` token tuples) are cached on disk (a marshal file,
+checked for shape when read back) keyed by the sha256 of the query texts and the model's name
+and version, so that ``build-dict`` and ``mask`` over the same file parse it once; the last
+parse is also kept in memory. The cache folder is ``$NEGFORGE_CACHE_DIR/docs`` (default
+``~/.cache/negforge/docs``); pipelines use ``outputs/<name>/.cache/docs``.
 
 spaCy is imported inside the functions here, never at module import time.
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import marshal
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,7 +58,7 @@ NEEDED_COMPONENTS = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatiz
 POST_COMPONENTS = ("attribute_ruler", "lemmatizer")
 #: Bump when the cache file layout changes.
 CACHE_FORMAT = 2
-_TOKEN_COLUMNS = ("text", "pos", "dep", "lemma")
+_CACHE_MAGIC = b"negforge-parse-cache/2\n"
 #: Attribute-ruler pattern keys whose value depends on the token alone (text, tag, dep).
 _LOCAL_KEYS = frozenset({"ORTH", "TEXT", "LOWER", "TAG", "DEP", "IS_SPACE"})
 _LEMMATIZER_MODES = frozenset({"rule", "lookup", "pos_lookup"})
@@ -365,7 +366,7 @@ def parse_texts(
     info = resolve_model(model)
     key = cache_key(texts, info)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{key}.arrow"
+    path = folder / f"{key}.tokens"
     if use_cache and key in _RECENT:
         return ParsedCorpus(_RECENT[key], info, True, path)
     if use_cache and path.is_file():
@@ -389,38 +390,32 @@ def _remember(key: str, tokens: list[list[Token]]) -> None:
 
 
 def _write_cache(path: Path, tokens: list[list[Token]]) -> None:
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    columns = {
-        name: pa.array([[t[i] for t in doc] for doc in tokens], type=pa.list_(pa.string()))
-        for i, name in enumerate(_TOKEN_COLUMNS)
-    }
-    table = pa.table(columns)
-    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
-            ipc.new_file(sink, table.schema,
-                         options=ipc.IpcWriteOptions(compression="zstd")) as writer:
-        writer.write_table(table)
+    # marshal: a flat, fast C serialiser for lists/tuples/str (shared strings stored once);
+    # it never runs code on load, and _read_cache checks the shape of what it reads back.
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(_CACHE_MAGIC + marshal.dumps(tokens, 4))
 
 
 def _read_cache(path: Path, expected: int) -> list[list[Token]] | None:
     """Token tuples from a cache file, or None when the file is unusable."""
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
     try:
-        with pa.memory_map(str(path)) as source:
-            table = ipc.open_file(source).read_all()
-    except (OSError, pa.ArrowException):
+        data = path.read_bytes()
+        if not data.startswith(_CACHE_MAGIC):
+            return None
+        tokens = marshal.loads(data[len(_CACHE_MAGIC):])
+    except (OSError, ValueError, EOFError, TypeError):
         return None
-    if table.num_rows != expected or table.column_names != list(_TOKEN_COLUMNS):
+    if not isinstance(tokens, list) or len(tokens) != expected:
         return None
-    interned: dict[str, str] = {}
-    columns = [
-        [[interned.setdefault(v, v) for v in doc] for doc in table.column(name).to_pylist()]
-        for name in _TOKEN_COLUMNS
-    ]
-    return [list(zip(*parts, strict=True)) for parts in zip(*columns, strict=True)]
+    for doc in tokens:
+        if type(doc) is not list:
+            return None
+        for token in doc:
+            if type(token) is not tuple or len(token) != 4 or not all(
+                type(part) is str for part in token
+            ):
+                return None
+    return tokens
 
 
 def clear_memory_cache() -> None:

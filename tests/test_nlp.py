@@ -81,3 +81,12 @@ def test_parse_cache_round_trip(tmp_path):
     nlp.clear_memory_cache()
     first.cache_path.write_bytes(b"garbage")
     assert not nlp.parse_texts(texts, cache_dir=tmp_path).cache_hit
+
+
+@pytest.mark.shared
+def test_memoised_post_parse_equals_the_full_pipeline_on_activitynet(pipeline, shared_dir):
+    # the first 3,000 ActivityNet-CG training sentences: leading spaces, varied vocabulary
+    path = shared_dir / "data" / "visa" / "activitynet_cg" / "train.json"
+    texts = [r.query for r in read_queries(path, on_error="skip").records[:3000]]
+    language, _ = pipeline
+    assert nlp.parse_with(language, texts) == [nlp.doc_tokens(d) for d in language.pipe(texts)]
