@@ -62,6 +62,8 @@ _CACHE_MAGIC = b"negforge-parse-cache/2\n"
 #: Attribute-ruler pattern keys whose value depends on the token alone (text, tag, dep).
 _LOCAL_KEYS = frozenset({"ORTH", "TEXT", "LOWER", "TAG", "DEP", "IS_SPACE"})
 _LEMMATIZER_MODES = frozenset({"rule", "lookup", "pos_lookup"})
+#: Attributes the attribute ruler may set for the memo to stay exact.
+_RULER_SETS = frozenset({"POS", "LEMMA", "MORPH", "TAG", "DEP"})
 
 
 @dataclass(frozen=True)
@@ -211,10 +213,15 @@ class PostParse:
     """attribute_ruler + lemmatizer output per token, memoised where that is exact.
 
     Built from a loaded pipeline; :meth:`process` takes Docs that went through the components
-    before ``attribute_ruler`` and yields their full token tuples. Tokens never seen before
-    are annotated in one small Doc per batch (each token alone: single-token patterns only
-    look at the token itself); a Doc with a token that can start a multi-token pattern goes
-    through the real components whole.
+    before ``attribute_ruler`` and yields their full token tuples.
+
+    Two memos: ``fine`` maps a token's (text, tag, dep, morph, pos) to its output tuple;
+    ``coarse`` maps (text, tag, morph, pos, dep class) to the components' (pos_, lemma_, dep_)
+    output, where the dep class is which of the ruler's DEP constraints the label meets (the
+    only way the ruler looks at it; the lemmatizer never does) -- or the exact label when a
+    pattern that sets DEP may apply. Only new coarse keys are annotated, in one small Doc per
+    batch with each token standing alone; a Doc with a token that can start a multi-token
+    pattern goes through the real components whole.
     """
 
     def __init__(self, nlp: Language) -> None:
@@ -224,10 +231,14 @@ class PostParse:
         tail = names[len(names) - len(self.post):]
         self.enabled = bool(self.post) and tail == [name for name, _ in self.post]
         self.first_token_specs: list[dict[str, Any]] = []
+        self.dep_constraints: list[Any] = []  # DEP constraints of single-token patterns
+        self.dep_setting_specs: list[dict[str, Any]] = []  # patterns that assign DEP
         if self.enabled:
             self.enabled = self._inspect()
-        self.memo: dict[tuple[int, ...], Token] = {}
+        self.fine: dict[tuple[int, ...], Token] = {}
+        self.coarse: dict[tuple[Any, ...], tuple[str, str, str | None]] = {}
         self.trigger_keys: set[tuple[int, ...]] = set()
+        self._dep_classes: dict[str, tuple[bool | None, ...]] = {}
         self.full_runs = 0
 
     def _inspect(self) -> bool:
@@ -238,6 +249,8 @@ class PostParse:
                     return False
             elif name == "attribute_ruler":
                 for entry in getattr(component, "patterns", []):
+                    if not set(entry.get("attrs", {})) <= _RULER_SETS:
+                        return False
                     for pattern in entry.get("patterns", []):
                         if not isinstance(pattern, list) or not pattern:
                             return False
@@ -246,28 +259,50 @@ class PostParse:
                                 return False  # OP, MORPH, ...: not token-local
                         if len(pattern) > 1:
                             self.first_token_specs.append(pattern[0])
+                            continue
+                        if "DEP" in pattern[0]:
+                            self.dep_constraints.append(pattern[0]["DEP"])
+                        if "DEP" in entry.get("attrs", {}):
+                            self.dep_setting_specs.append(pattern[0])
         return True
 
     def components(self) -> list[str]:
         """Names of the components this class applies itself."""
         return [name for name, _ in self.post] if self.enabled else []
 
+    @staticmethod
+    def _spec_may_match(spec: dict[str, Any], token: SpacyToken) -> bool:
+        """Whether a token pattern matches (unknown operators count as a match)."""
+        for key, constraint in spec.items():
+            if key == "IS_SPACE":
+                ok: bool | None = token.is_space == bool(constraint)
+            elif key == "LOWER":
+                ok = _value_matches(token.lower_, constraint)
+            elif key in ("ORTH", "TEXT"):
+                ok = _value_matches(token.text, constraint)
+            elif key == "TAG":
+                ok = _value_matches(token.tag_, constraint)
+            else:
+                ok = _value_matches(token.dep_, constraint)
+            if ok is False:
+                return False
+        return True
+
     def _starts_pattern(self, token: SpacyToken) -> bool:
-        values = {"LOWER": token.lower_, "ORTH": token.text, "TEXT": token.text,
-                  "TAG": token.tag_, "DEP": token.dep_}
-        for spec in self.first_token_specs:
-            matched = True
-            for key, constraint in spec.items():
-                if key == "IS_SPACE":
-                    ok: bool | None = token.is_space == bool(constraint)
-                else:
-                    ok = _value_matches(values[key], constraint)
-                if ok is False:
-                    matched = False
-                    break
-            if matched:
-                return True  # a pattern may start here (unknown operators count as a match)
-        return False
+        return any(self._spec_may_match(spec, token) for spec in self.first_token_specs)
+
+    def _coarse_key(self, fine: tuple[int, ...], token: SpacyToken) -> tuple[Any, ...]:
+        orth, tag, dep, morph, pos = fine
+        if any(self._spec_may_match(spec, token) for spec in self.dep_setting_specs):
+            return (orth, tag, morph, pos, "dep", dep)
+        label = token.dep_
+        dep_class = self._dep_classes.get(label)
+        if dep_class is None:
+            dep_class = tuple(_value_matches(label, c) for c in self.dep_constraints)
+            self._dep_classes[label] = dep_class
+        if any(value is None for value in dep_class):
+            return (orth, tag, morph, pos, "dep", dep)
+        return (orth, tag, morph, pos, "class", dep_class)
 
     def process(self, docs: Iterable[Doc], batch_size: int = BATCH_SIZE
                 ) -> Iterator[list[Token]]:
@@ -284,23 +319,16 @@ class PostParse:
     def _flush(self, docs: list[Doc]) -> Iterator[list[Token]]:
         from spacy.attrs import DEP, MORPH, ORTH, POS, TAG
 
-        # (text, tag, dep, morph, pos) decide what the token-local components do to a token
         attrs = [ORTH, TAG, DEP, MORPH, POS]
         keyed = [(doc, [tuple(r) for r in doc.to_array(attrs).tolist()]) for doc in docs]
-        memo, triggers = self.memo, self.trigger_keys
+        fine, triggers = self.fine, self.trigger_keys
         pending: dict[tuple[int, ...], SpacyToken] = {}
         for doc, keys in keyed:
             for index, key in enumerate(keys):
-                if key not in memo and key not in triggers and key not in pending:
+                if key not in fine and key not in triggers and key not in pending:
                     pending[key] = doc[index]
-        fresh = []
-        for key, token in pending.items():
-            if self._starts_pattern(token):
-                triggers.add(key)
-            else:
-                fresh.append((key, token))
-        if fresh:
-            self._annotate(fresh)
+        if pending:
+            self._learn(pending)
         for doc, keys in keyed:
             if any(key in triggers for key in keys):
                 self.full_runs += 1
@@ -308,14 +336,34 @@ class PostParse:
                     doc = component(doc)
                 yield doc_tokens(doc)
             else:
-                yield [memo[key] for key in keys]
+                yield [fine[key] for key in keys]
 
-    def _annotate(self, fresh: list[tuple[tuple[int, ...], SpacyToken]]) -> None:
-        """Run the components over the fresh tokens, each standing alone, and memoise them."""
+    def _learn(self, pending: dict[tuple[int, ...], SpacyToken]) -> None:
+        """Fill the fine memo for new token keys (annotating new coarse keys)."""
+        coarse_of: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        fresh: dict[tuple[Any, ...], SpacyToken] = {}
+        for key, token in pending.items():
+            if self._starts_pattern(token):
+                self.trigger_keys.add(key)
+                continue
+            coarse = self._coarse_key(key, token)
+            coarse_of[key] = coarse
+            if coarse not in self.coarse and coarse not in fresh:
+                fresh[coarse] = token
+        if fresh:
+            self._annotate(fresh)
+        for key, coarse in coarse_of.items():
+            token = pending[key]
+            pos, lemma, dep = self.coarse[coarse]
+            self.fine[key] = (token.text, pos, dep if dep is not None else token.dep_, lemma)
+
+    def _annotate(self, fresh: dict[tuple[Any, ...], SpacyToken]) -> None:
+        """Run the components over new tokens, each standing alone, into the coarse memo."""
         from spacy.tokens import Doc
 
-        with_pos = [item for item in fresh if item[1].pos_]
-        without_pos = [item for item in fresh if not item[1].pos_]
+        items = list(fresh.items())
+        with_pos = [item for item in items if item[1].pos_]
+        without_pos = [item for item in items if not item[1].pos_]
         for group in (with_pos, without_pos):
             if not group:
                 continue
@@ -333,8 +381,11 @@ class PostParse:
             )
             for _, component in self.post:
                 mini = component(mini)
-            for (key, token), done in zip(group, mini, strict=True):
-                self.memo[key] = (token.text, done.pos_, done.dep_, done.lemma_)
+            for (coarse, _token), done in zip(group, mini, strict=True):
+                # the output dep is the ruler's only when a DEP-setting pattern may apply
+                # (then the key holds the exact input label, so this is exact too)
+                dep = done.dep_ if coarse[4] == "dep" else None
+                self.coarse[coarse] = (done.pos_, done.lemma_, dep)
 
 
 # One parsed corpus kept in memory: build-dict then mask in one process reuse it.

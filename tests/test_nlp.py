@@ -51,7 +51,8 @@ def test_memoised_post_parse_equals_the_full_pipeline(pipeline, repo_root):
     full = [nlp.doc_tokens(doc) for doc in language.pipe(texts)]
     assert fast == full
     post = nlp._POST[id(language)]
-    assert post.enabled and post.memo  # the fast path was really used
+    assert post.enabled and post.fine and post.coarse  # the fast path was really used
+    assert len(post.coarse) < len(post.fine)
     # multi-token attribute-ruler patterns ("gon na", "let 's", "there is") were seen
     assert post.trigger_keys
 
