@@ -227,34 +227,42 @@ class MaskResult:
     cache_hit: bool
 
 
-def mask_columns(
+_QUERY_COLUMNS = ("qid", "query", "vid", "duration", "relevant_windows", "tokens")
+
+
+def mask_table(
     records: Sequence[QueryRecord],
     parsed: Sequence[Sequence[Token]],
     ratios: Sequence[Fraction],
     exclude_types: frozenset[str] = frozenset(),
-) -> tuple[dict[str, list[Any]], list[str]]:
-    """Masked-artifact columns (one row per query and level) and the unmaskable qids.
+) -> tuple[pa.Table, list[str]]:
+    """The masked artifact's table (one row per query and level) and the unmaskable qids.
 
-    The same rule as :func:`mask_levels` + :func:`render`, inlined for speed.
+    The same rule as :func:`mask_levels` + :func:`render`, inlined for speed; the
+    per-query columns are converted to Arrow once and repeated per level by ``take``.
     """
-    names = [field.name for field in ARROW_SCHEMAS["masked"]]
-    columns: dict[str, list[Any]] = {name: [] for name in names}
+    level_names = ("level", "ratio", "masked_positions", "original_words", "original_lemmas",
+                   "types", "masked_query")
+    level_cols: dict[str, list[Any]] = {name: [] for name in level_names}
+    (level_col, ratio_col, positions_col, words_col, lemmas_col, types_col,
+     masked_col) = (level_cols[n] for n in level_names)
+    kept: list[int] = []  # index of each maskable query in records
+    rows: list[int] = []  # for each output row, its position in kept
     unmaskable: list[str] = []
     levels = list(enumerate(ratios, start=1))
     ratio_floats = [float(r) for r in ratios]
-    (qid_col, query_col, vid_col, duration_col, windows_col, level_col, ratio_col, tokens_col,
-     positions_col, words_col, lemmas_col, types_col, masked_col) = (columns[n] for n in names)
-    for record, tokens in zip(records, parsed, strict=True):
+    for index, (record, tokens) in enumerate(zip(records, parsed, strict=True)):
         plan = priority_list(tokens, exclude_types)
         if not plan:
             unmaskable.append(record.qid)
             continue
+        row_of_query = len(kept)
+        kept.append(index)
         texts = [t[0] for t in tokens]
         pieces = [
-            text if index == 0 or text in NO_SPACE_BEFORE else " " + text
-            for index, text in enumerate(texts)
+            text if position == 0 or text in NO_SPACE_BEFORE else " " + text
+            for position, text in enumerate(texts)
         ]
-        windows = [list(w) for w in record.relevant_windows]
         n = len(plan)
         for number, ratio in levels:
             chosen = plan[: mask_count(ratio, n)]
@@ -262,20 +270,42 @@ def mask_columns(
             shown = pieces.copy()
             for p in positions:
                 shown[p] = MASK if len(pieces[p]) == len(texts[p]) else " " + MASK
-            qid_col.append(record.qid)
-            query_col.append(record.query)
-            vid_col.append(record.vid)
-            duration_col.append(record.duration)
-            windows_col.append(windows)
+            rows.append(row_of_query)
             level_col.append(number)
             ratio_col.append(ratio_floats[number - 1])
-            tokens_col.append(texts)
             positions_col.append(positions)
             words_col.append([texts[p] for p in positions])
             lemmas_col.append([tokens[p][3].lower() for p in positions])
             types_col.append([t for _, t in chosen])
             masked_col.append("".join(shown))
-    return columns, unmaskable
+    schema = ARROW_SCHEMAS["masked"]
+    per_query: dict[str, list[Any]] = {
+        "qid": [records[i].qid for i in kept],
+        "query": [records[i].query for i in kept],
+        "vid": [records[i].vid for i in kept],
+        "duration": [records[i].duration for i in kept],
+        "relevant_windows": [records[i].relevant_windows for i in kept],
+        "tokens": [[t[0] for t in parsed[i]] for i in kept],
+    }
+    take = pa.array(rows, type=pa.int64())
+    arrays = []
+    for field in schema:
+        if field.name in per_query:
+            arrays.append(pa.array(per_query[field.name], type=field.type).take(take))
+        else:
+            arrays.append(pa.array(level_cols[field.name], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema), unmaskable
+
+
+def mask_columns(
+    records: Sequence[QueryRecord],
+    parsed: Sequence[Sequence[Token]],
+    ratios: Sequence[Fraction],
+    exclude_types: frozenset[str] = frozenset(),
+) -> tuple[dict[str, list[Any]], list[str]]:
+    """:func:`mask_table` as plain Python columns (for inspection and tests)."""
+    table, unmaskable = mask_table(records, parsed, ratios, exclude_types)
+    return table.to_pydict(), unmaskable
 
 
 def mask_file(
@@ -301,8 +331,7 @@ def mask_file(
     output = Path(output)
     result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
     parsed = parse_texts([r.query for r in result.records], spacy_model, cache_dir=cache_dir)
-    columns, unmaskable = mask_columns(result.records, parsed.tokens, chosen, excluded)
-    table = pa.table(columns, schema=ARROW_SCHEMAS["masked"])
+    table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
     provenance = Provenance(
         kind="masked",
         schema_version=SCHEMA_VERSIONS["masked"],
