@@ -19,9 +19,9 @@ from negforge.errors import ConfigError
 @app.command("generate")
 def generate_command(
     masked: Path = typer.Argument(..., help="masked artifact (negforge mask)", exists=True,
-                                  dir_okay=False),  # fmt: skip
+                                  dir_okay=False),
     dictionary: Path = typer.Option(..., "--dict", help="dictionary artifact (build-dict)",
-                                    exists=True, dir_okay=False),  # fmt: skip
+                                    exists=True, dir_okay=False),
     output: Path = typer.Option(..., "-o", "--output", help="negatives artifact to write"),
     llm: str = typer.Option(
         "random",
@@ -31,7 +31,9 @@ def generate_command(
     ),
     api_base: str | None = typer.Option(None, "--api-base", help="OpenAI-compatible server URL"),
     client: str = typer.Option("auto", "--client", help="auto | openai | litellm"),
-    dict_sample: int = typer.Option(40, "--dict-sample", help="dictionary words per type shown"),
+    dict_sample: int | None = typer.Option(
+        None, "--dict-sample", help="dictionary words per type shown [default: 40; local 15]"
+    ),
     seed: int = typer.Option(0, "--seed"),
     temperature: float = typer.Option(0.7, "--temperature"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="answer token limit per call"),
@@ -43,10 +45,14 @@ def generate_command(
     require_dict_words: bool = typer.Option(
         False, "--require-dict-words", help="every fill must be a dictionary word of its type"
     ),
-    concurrency: int = typer.Option(16, "--concurrency", help="requests in flight"),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", help="requests in flight [default: 16; local 1]"
+    ),
     rpm: float | None = typer.Option(None, "--rpm", help="requests-per-minute limit"),
     tpm: float | None = typer.Option(None, "--tpm", help="tokens-per-minute limit"),
-    timeout_s: float = typer.Option(60.0, "--timeout", help="seconds per request"),
+    timeout_s: float | None = typer.Option(
+        None, "--timeout", help="seconds per request [default: 60; local 600]"
+    ),
     max_retries: int = typer.Option(6, "--max-retries", help="retries per call (429/5xx/...)"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir",
                                           help="response cache (default ~/.cache/negforge)"),
@@ -60,6 +66,12 @@ def generate_command(
         "auto", "--response-format", help="auto | json_schema | json_object | none"
     ),
     limit: int | None = typer.Option(None, "--limit", help="only the first N queries"),
+    constrain_fills: bool | None = typer.Option(
+        None,
+        "--constrain-fills/--free-fills",
+        help="grammar backends (local): fills must be prompt dictionary words of the mask's "
+        "type [default: on for local]",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="print calls, tokens and cost; spend nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -94,8 +106,10 @@ def generate_command(
         "prompt_version": prompt_version,
         "response_format": response_format,
         "limit": limit,
+        "constrain_fills": constrain_fills,
         "quiet": quiet,
     }
+    settings = {key: value for key, value in settings.items() if value is not None}
     try:
         config = GenerateConfig.model_validate(settings)
     except ValidationError as exc:

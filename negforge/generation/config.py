@@ -37,8 +37,12 @@ _OUTPUT_SETTINGS = (
     "prompt_template",
     "prompt_version",
     "response_format",
+    "constrain_fills",
     "limit",
 )
+#: Defaults for ``llm: local`` (a small CPU model behind a one-slot llama.cpp server):
+#: a shorter prompt, one request at a time, patient timeouts. Explicit settings win.
+LOCAL_DEFAULTS: dict[str, Any] = {"dict_sample": 15, "concurrency": 1, "timeout_s": 600.0}
 
 
 def default_cache_dir() -> Path:
@@ -89,12 +93,31 @@ class GenerateConfig(BaseModel):
     prompt_version: int | None = Field(default=None, description="None: the newest version")
     response_format: ResponseFormatKind = "auto"
     limit: int | None = Field(default=None, ge=1, description="only the first N queries")
+    constrain_fills: bool | None = Field(
+        default=None,
+        description="grammar backends (llm=local): each fill must be one of the prompt's "
+        "dictionary words of the mask's type; None: on for local, off elsewhere",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("llm") == LOCAL_BACKEND:
+            return {**LOCAL_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+        return data
 
     @model_validator(mode="after")
     def _check_combinations(self) -> GenerateConfig:
         if self.llm == RANDOM_BACKEND and self.api_base:
             raise ValueError("api_base makes no sense with llm=random")
         return self
+
+    @property
+    def fills_constrained(self) -> bool:
+        """Whether grammar-capable backends get a per-mask word list in the schema."""
+        if self.constrain_fills is None:
+            return self.llm == LOCAL_BACKEND
+        return self.constrain_fills
 
     @property
     def is_random(self) -> bool:

@@ -257,12 +257,21 @@ class LLMFiller:
             backend=spec.provider, model=spec.model, prompt_version=template.label
         )
 
-    def render(self, job: QueryJob) -> list[Message]:
-        """The first request's messages for a query (deterministic per seed and qid)."""
+    def request_for(self, job: QueryJob) -> tuple[list[Message], dict[str, Any] | None]:
+        """The first request of a query: messages and response format (deterministic)."""
         subset = sample_dictionary(
             self.dictionary, job.levels, self.config.dict_sample, self.config.seed
         )
-        return self.template.render(job.levels, subset)
+        constrained = self.config.fills_constrained and self.spec.wire_format == (
+            "json_object_schema"
+        )
+        schema = response_schema(job.levels, subset if constrained else None)
+        response_format = response_format_for(self.spec.wire_format, schema)
+        return self.template.render(job.levels, subset), response_format
+
+    def render(self, job: QueryJob) -> list[Message]:
+        """The first request's messages for a query."""
+        return self.request_for(job)[0]
 
     def request_key(self, messages: Sequence[Message], response_format: Any) -> str:
         """The cache key of one request."""
@@ -328,8 +337,7 @@ class LLMFiller:
     async def fill(self, job: QueryJob) -> QueryOutcome:
         started = time.perf_counter()
         outcome = QueryOutcome(qid=job.qid, rows=[])
-        messages = self.render(job)
-        response_format = response_format_for(self.spec.wire_format, response_schema(job.levels))
+        messages, response_format = self.request_for(job)
         chosen_valid = [False] * len(job.levels)
         results: list[ValidationResult] | None = None
         extra_reasons: list[str] = []

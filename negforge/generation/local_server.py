@@ -111,6 +111,7 @@ def server_command(settings: LocalServerSettings, gguf: Path, port: int) -> list
         "--host", settings.host,
         "--port", str(port),
         "--n_ctx", str(settings.n_ctx),
+        "--logits_all", "False",  # the server defaults to True: logits of every prompt token
         "--verbose", str(settings.verbose),
     ]  # fmt: skip
     if settings.threads is not None:

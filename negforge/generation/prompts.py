@@ -123,17 +123,29 @@ def _keys_text(levels: Sequence[MaskedLevel]) -> str:
     return ", ".join(f'"{level_key(level.level)}"' for level in levels)
 
 
-def response_schema(levels: Sequence[MaskedLevel]) -> dict[str, Any]:
-    """JSON schema of the answer: ``level_j`` is an array of exactly k_j strings."""
-    properties = {
-        level_key(level.level): {
-            "type": "array",
-            "items": {"type": "string"},
-            "minItems": len(level.masked_positions),
-            "maxItems": len(level.masked_positions),
-        }
-        for level in levels
-    }
+def response_schema(
+    levels: Sequence[MaskedLevel], choices: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
+    r"""JSON schema of the answer: ``level_j`` is an array of exactly k_j strings.
+
+    With ``choices`` (words by primitive type, e.g. the prompt's dictionary sample) every
+    position of every level is restricted to the words of its mask's type (``prefixItems``
+    of ``enum``\ s): a grammar-constrained backend can then only pick dictionary words.
+    """
+    properties: dict[str, Any] = {}
+    for level in levels:
+        count = len(level.masked_positions)
+        prop: dict[str, Any] = {"type": "array", "minItems": count, "maxItems": count}
+        if choices is None:
+            prop["items"] = {"type": "string"}
+        else:
+            prop["prefixItems"] = [
+                {"type": "string", "enum": list(choices[kind])}
+                if choices.get(kind)
+                else {"type": "string"}
+                for kind in level.types
+            ]
+        properties[level_key(level.level)] = prop
     return {
         "type": "object",
         "properties": properties,

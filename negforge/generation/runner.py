@@ -497,22 +497,17 @@ def estimate_generation(
         cache=None,
         limiter=RateLimiter(),
     )
-    from negforge.generation.client import response_format_for
-    from negforge.generation.prompts import response_schema
-
     cache = None if config.no_cache else _existing_cache(config)
     input_tokens = output_tokens = cached = 0
     try:
         for job in jobs:
-            messages = filler.render(job)
+            messages, response_format = filler.request_for(job)
             input_tokens += count_tokens(spec.model, messages=messages)
             output_tokens += count_tokens(spec.model, text=_answer_example(job))
-            if cache is not None:
-                response_format = response_format_for(
-                    spec.wire_format, response_schema(job.levels)
-                )
-                if cache.get(filler.request_key(messages, response_format)) is not None:
-                    cached += 1
+            if cache is not None and cache.get(
+                filler.request_key(messages, response_format)
+            ) is not None:
+                cached += 1
     finally:
         if cache is not None:
             cache.close()
