@@ -94,3 +94,14 @@ def test_response_format_shapes():
     }
     assert response_format_for("json_object", schema) == {"type": "json_object"}
     assert response_format_for("none", schema) is None
+
+
+def test_local_gets_its_own_defaults_unless_set():
+    local = GenerateConfig(llm="local")
+    assert (local.dict_sample, local.concurrency, local.timeout_s) == (15, 1, 600.0)
+    assert local.fills_constrained
+    mine = GenerateConfig.model_validate({"llm": "local", "concurrency": 3, "dict_sample": None})
+    assert mine.concurrency == 3 and mine.dict_sample == 15
+    assert not GenerateConfig(llm="local", constrain_fills=False).fills_constrained
+    remote = GenerateConfig(llm="gpt-4o-mini")
+    assert remote.dict_sample == 40 and not remote.fills_constrained

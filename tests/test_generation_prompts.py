@@ -94,3 +94,16 @@ def test_parse_answer_tolerates_fences_and_reports_problems():
     missing = parse_answer('Sure! {"level_1": "closes"}', levels)
     assert missing.fills == [["closes"], [], []]
     assert "level_2" in (missing.problem or "")
+
+
+def test_constrained_schema_lists_the_allowed_words_per_mask():
+    levels = toy_levels()[0]  # masks: verb, then noun, then adjective
+    choices = {"verb": ["closes", "holds"], "noun": ["cup"], "adjective": []}
+    schema = prompts.response_schema(levels, choices)
+    level3 = schema["properties"]["level_3"]
+    assert "items" not in level3 and level3["minItems"] == level3["maxItems"] == 3
+    assert level3["prefixItems"] == [
+        {"type": "string", "enum": ["closes", "holds"]},
+        {"type": "string", "enum": ["cup"]},
+        {"type": "string"},  # no words of that type: left free
+    ]
