@@ -228,9 +228,10 @@ async def _run_jobs(
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
-        if task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+    # Retrieve every worker's exception (several may fail at once), raise the first.
+    errors = [error for task in done if (error := task.exception()) is not None]
+    if errors:
+        raise errors[0]
 
 
 def _summarise(
