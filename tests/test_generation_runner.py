@@ -91,6 +91,32 @@ def test_litellm_path_against_the_same_server(inputs, server, tmp_path, monkeypa
     assert body["response_format"]["type"] == "json_schema" and body["model"] == "fake-gpt"
 
 
+def test_gemini_goes_through_litellm(inputs, tmp_path, monkeypatch):
+    """A non-OpenAI provider: litellm.acompletion gets the JSON schema (answers mocked by
+    litellm's own ``mock_response``, built like the fake server's; no network)."""
+    from negforge.generation.accounting import import_litellm
+    from tests.support.fake_openai import build_answer
+
+    litellm = import_litellm()
+    real = litellm.acompletion
+    seen: list[dict] = []
+
+    async def mocked(**kwargs):
+        seen.append(kwargs)
+        body = {"messages": kwargs["messages"], "response_format": kwargs["response_format"]}
+        return await real(**kwargs, mock_response=build_answer(body, None))
+
+    monkeypatch.setattr(litellm, "acompletion", mocked)
+    masked, dictionary = inputs
+    config = GenerateConfig(llm="gemini/gemini-1.5-flash", cache_dir=tmp_path / "c", quiet=True)
+    summary = generate_negatives(masked, dictionary, tmp_path / "gem.parquet", config)
+    assert summary.valid_rows == summary.rows == 3 * QUERIES and summary.calls == QUERIES
+    assert summary.backend == "gemini" and summary.cost_usd is None  # not in litellm's map
+    assert {call["model"] for call in seen} == {"gemini/gemini-1.5-flash"}
+    assert all(call["response_format"]["type"] == "json_schema" for call in seen)
+    assert all(call["num_retries"] == 0 and call["drop_params"] for call in seen)
+
+
 def test_finished_artifact_is_not_paid_again_even_without_cache(inputs, server, tmp_path):
     masked, dictionary = inputs
     out = tmp_path / "neg.parquet"
