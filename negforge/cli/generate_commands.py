@@ -22,7 +22,9 @@ def generate_command(
                                   dir_okay=False),
     dictionary: Path = typer.Option(..., "--dict", help="dictionary artifact (build-dict)",
                                     exists=True, dir_okay=False),
-    output: Path = typer.Option(..., "-o", "--output", help="negatives artifact to write"),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="negatives artifact to write (not needed with --dry-run)"
+    ),
     llm: str = typer.Option(
         "random",
         "--llm",
@@ -123,7 +125,19 @@ def generate_command(
         for line in estimate.lines():
             typer.echo(line)
         return
-    summary = generate_negatives(masked, dictionary, output, config)
+    if output is None:
+        raise ConfigError("generate needs -o/--output (or --dry-run)")
+    try:
+        summary = generate_negatives(masked, dictionary, output, config)
+    except KeyboardInterrupt:
+        from negforge.generation.journal import journal_path_for
+
+        typer.echo(
+            f"interrupted: finished queries are kept in {journal_path_for(output)}; "
+            "rerun the same command to continue",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     for line in summary.lines():
         typer.echo(line)
     typer.echo(f"wrote {output}")
