@@ -34,7 +34,7 @@ def generate_command(
     api_base: str | None = typer.Option(None, "--api-base", help="OpenAI-compatible server URL"),
     client: str = typer.Option("auto", "--client", help="auto | openai | litellm"),
     dict_sample: int | None = typer.Option(
-        None, "--dict-sample", help="dictionary words per type shown [default: 40; local 15]"
+        None, "--dict-sample", help="dictionary words per type shown (default 40; local 15)"
     ),
     seed: int = typer.Option(0, "--seed"),
     temperature: float = typer.Option(0.7, "--temperature"),
@@ -48,12 +48,12 @@ def generate_command(
         False, "--require-dict-words", help="every fill must be a dictionary word of its type"
     ),
     concurrency: int | None = typer.Option(
-        None, "--concurrency", help="requests in flight [default: 16; local 1]"
+        None, "--concurrency", help="requests in flight (default 16; local 1)"
     ),
     rpm: float | None = typer.Option(None, "--rpm", help="requests-per-minute limit"),
     tpm: float | None = typer.Option(None, "--tpm", help="tokens-per-minute limit"),
     timeout_s: float | None = typer.Option(
-        None, "--timeout", help="seconds per request [default: 60; local 600]"
+        None, "--timeout", help="seconds per request (default 60; local 600)"
     ),
     max_retries: int = typer.Option(6, "--max-retries", help="retries per call (429/5xx/...)"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir",
@@ -72,7 +72,7 @@ def generate_command(
         None,
         "--constrain-fills/--free-fills",
         help="grammar backends (local): fills must be prompt dictionary words of the mask's "
-        "type [default: on for local]",
+        "type (default: on for local)",
     ),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="print calls, tokens and cost; spend nothing"),
