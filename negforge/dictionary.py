@@ -22,7 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from negforge.artifacts import (
+    ARROW_SCHEMAS,
     PRIMITIVE_TYPES,
     SCHEMA_VERSIONS,
     DictionaryEntry,
@@ -66,6 +69,19 @@ def count_words(parsed: Iterable[Sequence[Token]]) -> list[DictionaryEntry]:
     ]
     entries.sort(key=lambda e: (rank[e.type], -e.count, e.word))
     return entries
+
+
+def entries_table(entries: Sequence[DictionaryEntry]) -> pa.Table:
+    """The dictionary artifact's table (built column-wise: no per-row conversion)."""
+    return pa.table(
+        {
+            "type": [e.type for e in entries],
+            "word": [e.word for e in entries],
+            "lemma": [e.lemma for e in entries],
+            "count": [e.count for e in entries],
+        },
+        schema=ARROW_SCHEMAS["dictionary"],
+    )
 
 
 def summary_text(entries: Sequence[DictionaryEntry], top: int = SUMMARY_TOP) -> str:
@@ -114,7 +130,7 @@ def build_dictionary(
     fingerprint: str | None = None,
 ) -> BuildResult:
     """Count the primitive words of one or more query files into a dictionary artifact."""
-    from negforge.nlp import parse_texts
+    from negforge.nlp import gc_paused, parse_texts
     from negforge.readers import read_queries, report_path
 
     if not inputs:
@@ -125,8 +141,10 @@ def build_dictionary(
     model_name = model_version = None
     reports: list[Path] = []
     for index, path in enumerate(inputs):
-        result = read_queries(path, fmt=fmt, split=split, on_error=on_error)
-        parsed = parse_texts([r.query for r in result.records], spacy_model, cache_dir=cache_dir)
+        with gc_paused():
+            result = read_queries(path, fmt=fmt, split=split, on_error=on_error)
+            parsed = parse_texts([r.query for r in result.records], spacy_model,
+                                 cache_dir=cache_dir)
         parsed_all.extend(parsed.tokens)
         model_name, model_version = parsed.model.name, parsed.model.version
         queries += len(result.records)
@@ -135,7 +153,8 @@ def build_dictionary(
         report = result.write_report(report_path(output.with_name(output.name + suffix)))
         if report is not None:
             reports.append(report)
-    entries = count_words(parsed_all)
+    with gc_paused():
+        entries = count_words(parsed_all)
     per_type: dict[str, int] = {
         k: sum(1 for e in entries if e.type == k) for k in PRIMITIVE_TYPES
     }
@@ -151,7 +170,7 @@ def build_dictionary(
         summary={"queries": queries, "entries": len(entries), "per_type": per_type,
                  "bad_rows": bad},
     )
-    write_artifact(output, entries, provenance)
+    write_artifact(output, entries_table(entries), provenance)
     summary = summary_path(output)
     atomic_write_text(summary, summary_text(entries))
     return BuildResult(output, summary, queries, len(entries), per_type, bad, reports)

@@ -323,15 +323,17 @@ def mask_file(
     fingerprint: str | None = None,
 ) -> MaskResult:
     """Read a query file, parse it once, mask every query, write the masked artifact."""
-    from negforge.nlp import parse_texts
+    from negforge.nlp import gc_paused, parse_texts
     from negforge.readers import read_queries, report_path
 
     chosen = resolve_ratios(preset, ratios)
     excluded = parse_exclude_types(exclude_types)
     output = Path(output)
-    result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
-    parsed = parse_texts([r.query for r in result.records], spacy_model, cache_dir=cache_dir)
-    table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
+    with gc_paused():
+        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
+        parsed = parse_texts([r.query for r in result.records], spacy_model,
+                             cache_dir=cache_dir)
+        table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
     provenance = Provenance(
         kind="masked",
         schema_version=SCHEMA_VERSIONS["masked"],

@@ -26,6 +26,7 @@ spaCy is imported inside the functions here, never at module import time.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import marshal
@@ -89,6 +90,23 @@ class ParsedCorpus:
     model: ModelInfo
     cache_hit: bool
     cache_path: Path | None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around allocation-heavy batch work.
+
+    Parsing and masking create millions of short-lived tuples and lists; with the collector
+    on, its full passes over every live object (the spaCy model included) cost about as much
+    as the work itself. Reference counting still frees everything; cycles wait until the end.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def default_cache_dir() -> Path:
@@ -168,8 +186,27 @@ def load_pipeline(name: str | None = None) -> tuple[Language, ModelInfo]:
                 f"spaCy model {info.requested!r} has no tagger and parser "
                 f"(components: {nlp.pipe_names}): {INSTALL_HINT}"
             )
+        _index_as_sets(nlp)
         _LOADED[info.load_target] = nlp
     return _LOADED[info.load_target], info
+
+
+def _index_as_sets(nlp: Language) -> None:
+    """Make the rule lemmatizer's word index sets instead of lists.
+
+    The English rule lemmatizer tests ``form in index`` against lists of up to 57,528
+    words, a linear scan per candidate form (~0.3 ms per token). Membership is all it does
+    with them, so sets give the same lemmas, a hundred times faster.
+    """
+    if "lemmatizer" not in nlp.pipe_names:
+        return
+    lookups = getattr(nlp.get_pipe("lemmatizer"), "lookups", None)
+    if lookups is None or not lookups.has_table("lemma_index"):
+        return
+    table = lookups.get_table("lemma_index")
+    for key, value in list(table.items()):
+        if isinstance(value, list):
+            table[key] = frozenset(value)
 
 
 def texts_sha256(texts: Sequence[str]) -> str:
@@ -231,15 +268,17 @@ class PostParse:
         tail = names[len(names) - len(self.post):]
         self.enabled = bool(self.post) and tail == [name for name, _ in self.post]
         self.first_token_specs: list[dict[str, Any]] = []
-        self.dep_constraints: list[Any] = []  # DEP constraints of single-token patterns
+        #: single-token patterns with a DEP constraint: (their other constraints, the DEP one)
+        self.dep_specs: list[tuple[dict[str, Any], Any]] = []
+        self.max_pattern = 1
         self.dep_setting_specs: list[dict[str, Any]] = []  # patterns that assign DEP
         if self.enabled:
             self.enabled = self._inspect()
         self.fine: dict[tuple[int, ...], Token] = {}
         self.coarse: dict[tuple[Any, ...], tuple[str, str, str | None]] = {}
         self.trigger_keys: set[tuple[int, ...]] = set()
-        self._dep_classes: dict[str, tuple[bool | None, ...]] = {}
-        self.full_runs = 0
+        self.spans: dict[tuple[tuple[int, ...], ...], list[Token]] = {}
+        self.span_runs = 0
 
     def _inspect(self) -> bool:
         """Whether every post component is token-local (apart from known multi-token starts)."""
@@ -259,9 +298,11 @@ class PostParse:
                                 return False  # OP, MORPH, ...: not token-local
                         if len(pattern) > 1:
                             self.first_token_specs.append(pattern[0])
+                            self.max_pattern = max(self.max_pattern, len(pattern))
                             continue
                         if "DEP" in pattern[0]:
-                            self.dep_constraints.append(pattern[0]["DEP"])
+                            others = {k: v for k, v in pattern[0].items() if k != "DEP"}
+                            self.dep_specs.append((others, pattern[0]["DEP"]))
                         if "DEP" in entry.get("attrs", {}):
                             self.dep_setting_specs.append(pattern[0])
         return True
@@ -292,17 +333,21 @@ class PostParse:
         return any(self._spec_may_match(spec, token) for spec in self.first_token_specs)
 
     def _coarse_key(self, fine: tuple[int, ...], token: SpacyToken) -> tuple[Any, ...]:
+        """The key the components' output depends on: the dep label only through the DEP
+        constraints of patterns whose other constraints this token meets."""
         orth, tag, dep, morph, pos = fine
         if any(self._spec_may_match(spec, token) for spec in self.dep_setting_specs):
             return (orth, tag, morph, pos, "dep", dep)
         label = token.dep_
-        dep_class = self._dep_classes.get(label)
-        if dep_class is None:
-            dep_class = tuple(_value_matches(label, c) for c in self.dep_constraints)
-            self._dep_classes[label] = dep_class
-        if any(value is None for value in dep_class):
-            return (orth, tag, morph, pos, "dep", dep)
-        return (orth, tag, morph, pos, "class", dep_class)
+        dep_class = []
+        for index, (others, constraint) in enumerate(self.dep_specs):
+            if not self._spec_may_match(others, token):
+                continue
+            meets = _value_matches(label, constraint)
+            if meets is None:
+                return (orth, tag, morph, pos, "dep", dep)
+            dep_class.append((index, meets))
+        return (orth, tag, morph, pos, "class", tuple(dep_class))
 
     def process(self, docs: Iterable[Doc], batch_size: int = BATCH_SIZE
                 ) -> Iterator[list[Token]]:
@@ -330,13 +375,64 @@ class PostParse:
         if pending:
             self._learn(pending)
         for doc, keys in keyed:
-            if any(key in triggers for key in keys):
-                self.full_runs += 1
-                for _, component in self.post:
-                    doc = component(doc)
-                yield doc_tokens(doc)
-            else:
+            starts = [i for i, key in enumerate(keys) if key in triggers]
+            if not starts:
                 yield [fine[key] for key in keys]
+            else:
+                yield self._with_spans(doc, keys, starts)
+
+    def _with_spans(self, doc: Doc, keys: list[tuple[int, ...]], starts: list[int]
+                    ) -> list[Token]:
+        """Tokens of a Doc where multi-token patterns may start: the tokens a pattern could
+        cover (from each start, max pattern length) are annotated together, as a span."""
+        reach = self.max_pattern - 1
+        spans: list[list[int]] = []
+        for start in starts:
+            end = min(start + reach, len(keys) - 1)
+            if spans and start <= spans[-1][1] + 1:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+        out: list[Token | None] = [self.fine.get(key) for key in keys]
+        for begin, end in spans:
+            span_key = tuple(keys[begin:end + 1])
+            annotated = self.spans.get(span_key)
+            if annotated is None:
+                self.span_runs += 1
+                annotated = self._annotate_span(doc[begin:end + 1])
+                self.spans[span_key] = annotated
+            out[begin:end + 1] = annotated
+        if any(token is None for token in out):  # a new key next to a span: run it all
+            self.span_runs += 1
+            return self._annotate_span(doc[0:len(doc)])
+        return [token for token in out if token is not None]
+
+    def _annotate_span(self, span: Any) -> list[Token]:
+        """Run the components over a run of adjacent tokens, copied with the same text, tag,
+        morph, pos and dep labels (``Span.as_doc`` would relabel tokens headed outside)."""
+        from spacy.tokens import Doc
+
+        tokens = list(span)
+        if any(t.pos_ for t in tokens) and not all(t.pos_ for t in tokens):
+            self.span_runs += 1
+            return doc_tokens(self._run_all(span.doc.copy()))[span.start:span.end]
+        count = len(tokens)
+        mini = Doc(
+            self.vocab,
+            words=[t.text for t in tokens],
+            spaces=[True] * count,
+            tags=[t.tag_ for t in tokens],
+            pos=[t.pos_ for t in tokens] if tokens[0].pos_ else None,
+            morphs=[str(t.morph) for t in tokens],
+            heads=list(range(count)),
+            deps=[t.dep_ for t in tokens],
+        )
+        return doc_tokens(self._run_all(mini))
+
+    def _run_all(self, doc: Doc) -> Doc:
+        for _, component in self.post:
+            doc = component(doc)
+        return doc
 
     def _learn(self, pending: dict[tuple[int, ...], SpacyToken]) -> None:
         """Fill the fine memo for new token keys (annotating new coarse keys)."""

@@ -57,6 +57,20 @@ def test_memoised_post_parse_equals_the_full_pipeline(pipeline, repo_root):
     assert post.trigger_keys
 
 
+def test_lemma_index_sets_give_the_same_lemmas_as_the_shipped_lists(pipeline, repo_root):
+    import spacy
+
+    language, info = pipeline
+    pristine = spacy.load(info.load_target, exclude=["ner"])
+    table = pristine.get_pipe("lemmatizer").lookups.get_table("lemma_index")
+    assert any(isinstance(v, list) for v in table.values())  # as shipped
+    texts = SAMPLE_TEXTS + [
+        r.query for r in read_queries(
+            repo_root / "negforge" / "sample_data" / "sample_queries.jsonl").records
+    ]
+    assert nlp.parse_with(language, texts) == [nlp.doc_tokens(d) for d in pristine.pipe(texts)]
+
+
 def test_unknown_layouts_fall_back_to_running_every_component():
     import spacy
 
