@@ -107,3 +107,40 @@ def test_constrained_schema_lists_the_allowed_words_per_mask():
         {"type": "string", "enum": ["cup"]},
         {"type": "string"},  # no words of that type: left free
     ]
+
+
+def test_local_requests_constrain_every_fill_and_compile_to_a_grammar():
+    from negforge.generation.client import resolve_backend
+    from negforge.generation.config import GenerateConfig
+    from negforge.generation.filling import LLMFiller, QueryJob
+    from negforge.generation.ratelimit import RateLimiter
+
+    levels = toy_levels()[0]
+    job = QueryJob(qid=levels[0].qid, levels=levels)
+
+    def request(**settings):
+        config = GenerateConfig(llm="local", **settings)
+        filler = LLMFiller(config=config, spec=resolve_backend(config), client=None,  # type: ignore[arg-type]
+                           template=prompts.load_template(), cache=None, limiter=RateLimiter(),
+                           dictionary=FrozenDictionary(toy_dictionary()))  # fmt: skip
+        return filler.request_for(job)
+
+    messages, response_format = request()
+    assert response_format is not None and response_format["type"] == "json_object"
+    schema = response_format["schema"]
+    level2 = schema["properties"]["level_2"]
+    assert "items" not in level2  # llama.cpp would prefer "items" over "prefixItems"
+    block = json.loads(prompts.fenced_payload(messages))
+    assert [item["enum"] for item in level2["prefixItems"]] == [
+        block["dictionary"]["verb"], block["dictionary"]["noun"]
+    ]
+    _, free = request(constrain_fills=False)
+    assert free is not None
+    free_items = free["schema"]["properties"]["level_1"]["items"]
+    assert free_items["pattern"] == prompts.SINGLE_WORD_PATTERN
+    _, phrases = request(constrain_fills=False, allow_phrases=True)
+    assert phrases is not None
+    assert "pattern" not in phrases["schema"]["properties"]["level_1"]["items"]
+    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    for fmt in (response_format, free):
+        assert llama_grammar.json_schema_to_gbnf(json.dumps(fmt["schema"]))

@@ -124,27 +124,10 @@ def response_format_for(
             "json_schema": {"name": SCHEMA_NAME, "schema": dict(schema), "strict": True},
         }
     if wire_format == "json_object_schema":
-        return {"type": "json_object", "schema": _single_word_items(schema)}
+        return {"type": "json_object", "schema": dict(schema)}
     if wire_format == "json_object":
         return {"type": "json_object"}
     return None
-
-
-#: Fill pattern for grammar-constrained local models: llama.cpp's grammar for a bare
-#: ``"type": "string"`` admits any text (newlines included) and a small model then rambles
-#: inside a string until ``max_tokens`` cuts the JSON. One word is always a valid fill.
-LOCAL_FILL_PATTERN = "^[A-Za-z][A-Za-z'-]{0,23}$"
-
-
-def _single_word_items(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """``schema`` with every level's string items held to :data:`LOCAL_FILL_PATTERN`."""
-    properties = {
-        name: {**prop, "items": {"type": "string", "pattern": LOCAL_FILL_PATTERN}}
-        if isinstance(prop, Mapping) and prop.get("type") == "array"
-        else prop
-        for name, prop in (schema.get("properties") or {}).items()
-    }
-    return {**schema, "properties": properties}
 
 
 @dataclass(frozen=True)

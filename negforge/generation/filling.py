@@ -29,7 +29,13 @@ from negforge.generation.client import (
 )
 from negforge.generation.config import GenerateConfig
 from negforge.generation.errors import RetryableCallError
-from negforge.generation.prompts import Message, PromptTemplate, level_key, response_schema
+from negforge.generation.prompts import (
+    SINGLE_WORD_PATTERN,
+    Message,
+    PromptTemplate,
+    level_key,
+    response_schema,
+)
 from negforge.generation.ratelimit import RateLimiter
 from negforge.generation.retry import call_with_retries
 from negforge.generation.sampling import (
@@ -262,10 +268,12 @@ class LLMFiller:
         subset = sample_dictionary(
             self.dictionary, job.levels, self.config.dict_sample, self.config.seed
         )
-        constrained = self.config.fills_constrained and self.spec.wire_format == (
-            "json_object_schema"
+        grammar = self.spec.wire_format == "json_object_schema"  # llama.cpp turns it into one
+        constrained = grammar and self.config.fills_constrained
+        pattern = SINGLE_WORD_PATTERN if grammar and not self.config.allow_phrases else None
+        schema = response_schema(
+            job.levels, subset if constrained else None, word_pattern=pattern
         )
-        schema = response_schema(job.levels, subset if constrained else None)
         response_format = response_format_for(self.spec.wire_format, schema)
         return self.template.render(job.levels, subset), response_format
 

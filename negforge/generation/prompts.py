@@ -123,26 +123,39 @@ def _keys_text(levels: Sequence[MaskedLevel]) -> str:
     return ", ".join(f'"{level_key(level.level)}"' for level in levels)
 
 
+#: One word, for grammar-constrained backends (llm=local): llama.cpp's grammar for a bare
+#: ``"type": "string"`` admits any text, and a small model then rambles inside a string
+#: until ``max_tokens`` cuts the JSON. (Found by engineer B2 with SmolLM2.)
+SINGLE_WORD_PATTERN = "^[A-Za-z][A-Za-z'-]{0,23}$"
+
+
 def response_schema(
-    levels: Sequence[MaskedLevel], choices: Mapping[str, Sequence[str]] | None = None
+    levels: Sequence[MaskedLevel],
+    choices: Mapping[str, Sequence[str]] | None = None,
+    *,
+    word_pattern: str | None = None,
 ) -> dict[str, Any]:
     r"""JSON schema of the answer: ``level_j`` is an array of exactly k_j strings.
 
     With ``choices`` (words by primitive type, e.g. the prompt's dictionary sample) every
     position of every level is restricted to the words of its mask's type (``prefixItems``
     of ``enum``\ s): a grammar-constrained backend can then only pick dictionary words.
+    ``word_pattern`` restricts the free (non-enum) strings, e.g. to one word.
     """
+    free: dict[str, Any] = {"type": "string"}
+    if word_pattern is not None:
+        free["pattern"] = word_pattern
     properties: dict[str, Any] = {}
     for level in levels:
         count = len(level.masked_positions)
         prop: dict[str, Any] = {"type": "array", "minItems": count, "maxItems": count}
         if choices is None:
-            prop["items"] = {"type": "string"}
+            prop["items"] = dict(free)
         else:
             prop["prefixItems"] = [
                 {"type": "string", "enum": list(choices[kind])}
                 if choices.get(kind)
-                else {"type": "string"}
+                else dict(free)
                 for kind in level.types
             ]
         properties[level_key(level.level)] = prop
