@@ -7,6 +7,7 @@ zero-length window are left out by the reader's ``on_error="skip"``) it runs, ea
 subprocess so that peak memory (``ru_maxrss``) is that run's alone:
 
 * ``raw``: ``nlp.pipe(texts, batch_size=256)`` with tok2vec + tagger + parser only;
+* ``raw-nogc``: the same with the cyclic garbage collector paused, as negforge's stages run;
 * ``raw+lemma``: the same plus attribute_ruler + lemmatizer (the components negforge loads);
 * ``stages``: :func:`negforge.dictionary.build_dictionary` then
   :func:`negforge.masking.mask_file` on the same file with an empty parse cache (one spaCy
@@ -26,6 +27,7 @@ machine is doing: run it on a quiet machine for figures worth quoting.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -59,10 +61,12 @@ def worker(mode: str, source: Path, preset: str, model: str | None) -> dict[str,
 
     pa.array([0])
     load_s = time.perf_counter() - started
-    if mode in ("raw", "raw+lemma"):
+    if mode in ("raw", "raw-nogc", "raw+lemma"):
         texts = [r.query for r in read_queries(source, on_error="skip").records]
-        keep = ("tok2vec", "tagger", "parser") if mode == "raw" else NEEDED_COMPONENTS
+        keep = NEEDED_COMPONENTS if mode == "raw+lemma" else ("tok2vec", "tagger", "parser")
         disabled = [name for name in nlp.pipe_names if name not in keep]
+        if mode == "raw-nogc":
+            gc.disable()  # as negforge's stages do
         with nlp.select_pipes(disable=disabled):
             started, cpu = time.perf_counter(), time.process_time()
             for _doc in nlp.pipe(texts, batch_size=256):
@@ -107,7 +111,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--datasets", default="charades,anet")
     parser.add_argument("--spacy-model", default=None)
-    parser.add_argument("--worker", choices=("raw", "raw+lemma", "stages"))
+    parser.add_argument("--worker", choices=("raw", "raw-nogc", "raw+lemma", "stages"))
     parser.add_argument("--source", type=Path)
     parser.add_argument("--preset", default="charades_cg")
     parser.add_argument("--repeat", type=int, default=2,
@@ -122,34 +126,45 @@ def main() -> None:
     for name in args.datasets.split(","):
         relative, preset = DATASETS[name]
         source = args.shared / "data" / relative
-        raws, stage_runs = [], []
+        raws, nogcs, stage_runs = [], [], []
         for _ in range(max(1, args.repeat)):
             raws.append(run_worker("raw", source, preset, args.spacy_model))
             stage_runs.append(run_worker("stages", source, preset, args.spacy_model))
+            nogcs.append(run_worker("raw-nogc", source, preset, args.spacy_model))
         raw = min(raws, key=lambda r: r["seconds"])
+        nogc = min(nogcs, key=lambda r: r["seconds"])
         stages = min(stage_runs, key=lambda r: r["seconds"])
         raw_cpu = min(r["cpu_s"] for r in raws)
+        nogc_cpu = min(r["cpu_s"] for r in nogcs)
         stages_cpu = min(r["cpu_s"] for r in stage_runs)
         stages["peak_mb"] = max(r["peak_mb"] for r in stage_runs)
         lemma = (raw if args.no_lemma_baseline
                  else run_worker("raw+lemma", source, preset, args.spacy_model))
         qps = {key: r["queries"] / r["seconds"] for key, r in
-               (("raw", raw), ("raw+lemma", lemma), ("stages", stages))}
-        raw_times = ", ".join(f"{r['seconds']:.1f}" for r in raws)
-        stage_times = ", ".join(f"{r['seconds']:.1f}" for r in stage_runs)
+               (("raw", raw), ("raw-nogc", nogc), ("raw+lemma", lemma), ("stages", stages))}
+        def times(runs: list[dict[str, float]]) -> str:
+            return ", ".join(f"{r['seconds']:.1f}" for r in runs)
+
         print(f"\n{name}: {int(stages['queries'])} queries ({source}); fastest of "
-              f"{len(raws)} runs: raw {raw_times} s, stages {stage_times} s")
+              f"{len(raws)} runs: raw {times(raws)} s, raw (GC paused) {times(nogcs)} s, "
+              f"stages {times(stage_runs)} s")
         print(f"  raw nlp.pipe (tok2vec+tagger+parser, batch 256): {qps['raw']:8.0f} q/s "
               f"({raw['seconds']:.1f} s, peak {raw['peak_mb']:.0f} MB)")
-        print(f"  raw nlp.pipe (+attribute_ruler+lemmatizer):      {qps['raw+lemma']:8.0f} q/s "
-              f"({lemma['seconds']:.1f} s, peak {lemma['peak_mb']:.0f} MB)")
+        print(f"  the same with the GC paused (as the stages run): {qps['raw-nogc']:8.0f} q/s "
+              f"({nogc['seconds']:.1f} s)")
+        if not args.no_lemma_baseline:
+            print(f"  raw nlp.pipe (+attribute_ruler+lemmatizer):      {qps['raw+lemma']:8.0f} "
+                  f"q/s ({lemma['seconds']:.1f} s, peak {lemma['peak_mb']:.0f} MB)")
         print(f"  build-dict + mask (one parse, both artifacts):   {qps['stages']:8.0f} q/s "
               f"({stages['seconds']:.1f} s = build-dict {stages['build_dict_s']:.1f} s + mask "
               f"{stages['mask_s']:.1f} s; {int(stages['rows'])} masked rows, "
               f"{int(stages['entries'])} dictionary words)")
-        print(f"  ratio stages / raw: {qps['stages'] / qps['raw']:.2f} wall-clock (target >= "
-              f"0.85); {raw_cpu / stages_cpu:.2f} in CPU time ({raw_cpu:.1f} s vs "
-              f"{stages_cpu:.1f} s); stages / raw+lemma: {qps['stages'] / qps['raw+lemma']:.2f}")
+        print(f"  ratio stages / raw (target >= 0.85): {qps['stages'] / qps['raw']:.2f} wall, "
+              f"{raw_cpu / stages_cpu:.2f} CPU time ({stages_cpu:.1f} s vs {raw_cpu:.1f} s); "
+              f"vs raw with the GC paused: {qps['stages'] / qps['raw-nogc']:.2f} wall, "
+              f"{nogc_cpu / stages_cpu:.2f} CPU time")
+        if not args.no_lemma_baseline:
+            print(f"  stages / raw+lemma: {qps['stages'] / qps['raw+lemma']:.2f}")
         print(f"  peak RSS of the stage pair: {stages['peak_mb']:.0f} MB (target < 1536 MB); "
               f"start-up (model load, imports) {stages['load_s']:.1f} s (not timed)")
 

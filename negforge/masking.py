@@ -251,6 +251,7 @@ def mask_table(
     unmaskable: list[str] = []
     levels = list(enumerate(ratios, start=1))
     ratio_floats = [float(r) for r in ratios]
+    counts_by_n: dict[int, list[int]] = {}
     for index, (record, tokens) in enumerate(zip(records, parsed, strict=True)):
         plan = priority_list(tokens, exclude_types)
         if not plan:
@@ -264,8 +265,11 @@ def mask_table(
             for position, text in enumerate(texts)
         ]
         n = len(plan)
-        for number, ratio in levels:
-            chosen = plan[: mask_count(ratio, n)]
+        counts = counts_by_n.get(n)
+        if counts is None:
+            counts = counts_by_n[n] = [mask_count(ratio, n) for _, ratio in levels]
+        for (number, _ratio), k in zip(levels, counts, strict=True):
+            chosen = plan[:k]
             positions = [p for p, _ in chosen]
             shown = pieces.copy()
             for p in positions:
