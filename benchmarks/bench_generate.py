@@ -77,9 +77,9 @@ def prepare_inputs(source: Path, work: Path, limit: int | None) -> tuple[Path, P
 
 def render_requests(masked: Path, dictionary: Path, config: Any) -> list[dict[str, Any]]:
     """The first request of every query, exactly as negforge renders it."""
-    from negforge.generation.client import resolve_backend, response_format_for
+    from negforge.generation.client import resolve_backend
     from negforge.generation.filling import LLMFiller
-    from negforge.generation.prompts import load_template, response_schema
+    from negforge.generation.prompts import load_template
     from negforge.generation.ratelimit import RateLimiter
     from negforge.generation.runner import load_jobs, load_word_source
 
@@ -92,14 +92,14 @@ def render_requests(masked: Path, dictionary: Path, config: Any) -> list[dict[st
     )  # fmt: skip
     requests = []
     for job in jobs:
-        fmt = response_format_for(spec.wire_format, response_schema(job.levels))
+        messages, response_format = filler.request_for(job)
         body: dict[str, Any] = {
-            "model": spec.wire_model, "messages": filler.render(job),
+            "model": spec.wire_model, "messages": messages,
             "temperature": config.temperature, "seed": config.seed,
             "max_tokens": config.max_tokens,
         }  # fmt: skip
-        if fmt is not None:
-            body["response_format"] = fmt
+        if response_format is not None:
+            body["response_format"] = response_format
         requests.append(body)
     return requests
 
