@@ -366,20 +366,24 @@ class PostParse:
 
         attrs = [ORTH, TAG, DEP, MORPH, POS]
         keyed = [(doc, [tuple(r) for r in doc.to_array(attrs).tolist()]) for doc in docs]
-        fine, triggers = self.fine, self.trigger_keys
+        fine_get, triggers = self.fine.get, self.trigger_keys
+        outs = [[fine_get(key) for key in keys] for _, keys in keyed]
         pending: dict[tuple[int, ...], SpacyToken] = {}
-        for doc, keys in keyed:
-            for index, key in enumerate(keys):
-                if key not in fine and key not in triggers and key not in pending:
-                    pending[key] = doc[index]
+        for (doc, keys), out in zip(keyed, outs, strict=True):
+            if None in out:
+                for index, key in enumerate(keys):
+                    if out[index] is None and key not in triggers and key not in pending:
+                        pending[key] = doc[index]
         if pending:
             self._learn(pending)
-        for doc, keys in keyed:
-            starts = [i for i, key in enumerate(keys) if key in triggers]
-            if not starts:
-                yield [fine[key] for key in keys]
-            else:
-                yield self._with_spans(doc, keys, starts)
+        for (doc, keys), out in zip(keyed, outs, strict=True):
+            if None in out:
+                out = [fine_get(key) for key in keys]  # filled in by _learn
+                if None in out:  # a multi-token pattern may start in this Doc
+                    starts = [i for i, key in enumerate(keys) if key in triggers]
+                    yield self._with_spans(doc, keys, starts)
+                    continue
+            yield out  # type: ignore[misc]
 
     def _with_spans(self, doc: Doc, keys: list[tuple[int, ...]], starts: list[int]
                     ) -> list[Token]:
