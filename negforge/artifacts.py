@@ -67,7 +67,7 @@ class MaskedLevel(QueryFields):
     level: int = Field(ge=1)  # 1 = fewest masks = closest to the positive query
     ratio: float
     tokens: list[str]  # spaCy tokens of the query
-    masked_positions: list[int]  # token indices replaced by <mask>, in priority order
+    masked_positions: list[int]  # token indices replaced by <mask>, left to right
     original_words: list[str]  # tokens[masked_positions[i]]
     original_lemmas: list[str]  # spaCy lemma of each original word (lower case)
     types: list[PrimitiveType]  # primitive type of each masked token (subjects: noun)

@@ -13,7 +13,7 @@ Import (``negforge import-negatives``) turns a released SHINE training file (row
 
 * the masked positions of each level are recovered by aligning the released masked string
   with our spaCy tokenisation of the query, rendered by SPEC rule 7 with each token either
-  itself or ``<mask>``; positions are listed in our priority order. When the tokenisation
+  itself or ``<mask>``; positions are listed left to right. When the tokenisation
   does not line up (it did for every row of the Charades-CG file), the tokens are taken from
   the masked string itself (split on spaces, ``.``/``,`` split off) and the masked words
   are read off the query by matching the masked template against it;
@@ -50,7 +50,7 @@ from negforge.artifacts import (
 )
 from negforge.atomic import atomic_open
 from negforge.errors import ConfigError, InputError
-from negforge.masking import MASK, NO_SPACE_BEFORE, POS_TO_TYPE, Token, is_subject, priority_list
+from negforge.masking import MASK, NO_SPACE_BEFORE, POS_TO_TYPE, Token, is_subject
 
 EXPORT_FORMATS = ("shine-jsonl",)
 RELEASED_MODEL = "gpt-3.5-turbo (released)"
@@ -138,13 +138,9 @@ def _align(texts: Sequence[str], masked_query: str) -> list[int] | None:
 
 
 def align_masked(tokens: Sequence[Token], masked_query: str) -> list[int] | None:
-    """Masked positions of ``masked_query`` over our tokens (priority order), or None."""
+    """Masked positions of ``masked_query`` over our tokens (left to right), or None."""
     found = _align([t[0] for t in tokens], masked_query)
-    if found is None:
-        return None
-    hidden = set(found)
-    order = [p for p, _ in priority_list(tokens) if p in hidden]
-    return order + sorted(hidden - set(order))
+    return None if found is None else sorted(set(found))
 
 
 def template_tokens(masked_query: str) -> list[str]:

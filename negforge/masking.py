@@ -81,7 +81,12 @@ _RANKED_TYPES: dict[str, tuple[int, PrimitiveType]] = {
 
 @dataclass(frozen=True)
 class LevelMask:
-    """The masked positions of one level, in priority order, with their types."""
+    """The masked positions of one level, left to right (text order), with their types.
+
+    The priority order decides *which* tokens a level masks; within a level the masks are
+    listed in the order they appear in the query, the order in which a reader (or an LLM)
+    fills them, so ``fills[i]`` always belongs to ``positions[i]``.
+    """
 
     level: int
     ratio: Fraction
@@ -188,7 +193,7 @@ def mask_levels(
         return []
     levels = []
     for number, ratio in enumerate(ratios, start=1):
-        chosen = plan[: mask_count(ratio, len(plan))]
+        chosen = sorted(plan[: mask_count(ratio, len(plan))])  # text order within the level
         levels.append(
             LevelMask(
                 level=number,
@@ -269,7 +274,7 @@ def mask_table(
         if counts is None:
             counts = counts_by_n[n] = [mask_count(ratio, n) for _, ratio in levels]
         for (number, _ratio), k in zip(levels, counts, strict=True):
-            chosen = plan[:k]
+            chosen = sorted(plan[:k])  # text order within the level (see LevelMask)
             positions = [p for p, _ in chosen]
             shown = pieces.copy()
             for p in positions:

@@ -64,9 +64,9 @@ def write_jsonl(path, rows):
     return path
 
 
-def test_align_masked_recovers_positions_in_priority_order():
+def test_align_masked_recovers_positions_left_to_right():
     assert align_masked(OPENS_DOOR, "person <mask> the door.") == [1]
-    assert align_masked(OPENS_DOOR, "<mask> <mask> the <mask>.") == [1, 3, 0]
+    assert align_masked(OPENS_DOOR, "<mask> <mask> the <mask>.") == [0, 1, 3]
     assert align_masked(OPENS_DOOR, "person <mask> a door.") is None
     assert align_masked(OPENS_DOOR, "person <mask> <mask> door.") == [1, 2]  # DET: appended
 
@@ -98,9 +98,9 @@ def test_import_fills_reasons_and_provenance(imported):
     assert first[0].masked_positions == [1] and first[0].original_words == ["opens"]
     assert first[0].original_lemmas == ["open"] and first[0].types == ["verb"]
     assert first[0].fills == ["closes"] and first[0].valid
-    assert first[2].masked_positions == [1, 3, 0]  # subject last
-    assert first[2].types == ["verb", "noun", "noun"]
-    assert first[2].fills == ["kicks", "ball", "child"]
+    assert first[2].masked_positions == [0, 1, 3]  # left to right (subject included)
+    assert first[2].types == ["noun", "verb", "noun"]
+    assert first[2].fills == ["child", "kicks", "ball"]
     second = [r for r in rows if r.qid == "BBBBB_train_0"]
     assert not second[0].valid and "equals_positive" in second[0].invalid_reasons
     assert "unmasked_changed" in second[2].invalid_reasons

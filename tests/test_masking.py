@@ -138,7 +138,7 @@ def test_clause5_subjects_count_in_n():
               tok("big", "ADJ", "amod"), tok("door", "NOUN", "dobj")]
     levels = mask_levels(tokens, CG)
     assert [len(level.positions) for level in levels] == [1, 2, 3]
-    assert levels[2].positions == (1, 4, 3)
+    assert levels[2].positions == (1, 3, 4)  # subject 'he' counts in N; listed left to right
 
 
 def test_clause6_levels_are_nested_prefixes_of_the_priority_list():
@@ -146,8 +146,8 @@ def test_clause6_levels_are_nested_prefixes_of_the_priority_list():
     assert levels == [
         LevelMask(1, CG[0], (3,), ("verb",)),
         LevelMask(2, CG[1], (3, 6), ("verb", "noun")),
-        LevelMask(3, CG[2], (3, 6, 4), ("verb", "noun", "preposition")),
-    ]
+        LevelMask(3, CG[2], (3, 4, 6), ("verb", "preposition", "noun")),
+    ]  # priority picks which tokens; within a level they are listed left to right
     for a, b in itertools.pairwise(levels):
         assert set(a.positions) <= set(b.positions)
 
@@ -194,7 +194,7 @@ def test_exclude_types_removes_them_from_p_before_counting():
     assert excluded == frozenset({"preposition", "adverb"})
     levels = mask_levels(PLAYING_WITH, CG, excluded)
     # P = [playing, camera, person]: N = 3 -> (1, 2, 3); 'with' never masked
-    assert [level.positions for level in levels] == [(3,), (3, 6), (3, 6, 1)]
+    assert [level.positions for level in levels] == [(3,), (3, 6), (1, 3, 6)]
     assert all(4 not in level.positions for level in levels)
     # excluding nouns also keeps the (noun-typed) subjects unmasked
     assert all(1 not in lv.positions for lv in mask_levels(PLAYING_WITH, CG, frozenset({"noun"})))
