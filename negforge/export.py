@@ -208,27 +208,6 @@ def _level_fields(
     return pieces, slots, words, [w.lower() for w in words], ["noun"] * len(slots), False
 
 
-def _left_to_right(level: MaskedLevel) -> MaskedLevel:
-    """The same level with its masks (and their words, lemmas, types) in text order."""
-    order = sorted(range(len(level.masked_positions)), key=lambda i: level.masked_positions[i])
-    return level.model_copy(
-        update={
-            "masked_positions": [level.masked_positions[i] for i in order],
-            "original_words": [level.original_words[i] for i in order],
-            "original_lemmas": [level.original_lemmas[i] for i in order],
-            "types": [level.types[i] for i in order],
-        }
-    )
-
-
-def _priority_order(level: MaskedLevel, fills: list[str]) -> list[str]:
-    """Text-order fills of a level put back in the level's (priority) mask order."""
-    if len(fills) != len(level.masked_positions):
-        return fills
-    by_position = dict(zip(sorted(level.masked_positions), fills, strict=True))
-    return [by_position[p] for p in level.masked_positions]
-
-
 def import_negatives(
     shine_jsonl: str | Path,
     out: str | Path,
@@ -290,10 +269,8 @@ def import_negatives(
                     original_lemmas=lemmas, types=types, masked_query=masked_query,
                 )
             )
-        # Fills read off a negative string come left to right: validate levels whose masks
-        # are listed left to right, then give the fills back in priority order.
-        in_text_order = [_left_to_right(level) for level in levels]
-        verdicts = validate_negative_strings(in_text_order, negatives, dictionary=index)
+        # Masks are listed left to right (align_masked), as extract_fills reads them.
+        verdicts = validate_negative_strings(levels, negatives, dictionary=index)
         for level, negative, verdict in zip(levels, negatives, verdicts, strict=True):
             for code in verdict.reasons:
                 reasons[code] = reasons.get(code, 0) + 1
@@ -301,7 +278,7 @@ def import_negatives(
                 NegativeRow(
                     **level.model_dump(),
                     negative=negative,
-                    fills=_priority_order(level, list(verdict.fills)),
+                    fills=list(verdict.fills),
                     valid=verdict.valid,
                     invalid_reasons=list(verdict.reasons),
                     backend="import",
