@@ -186,7 +186,7 @@ class AtomicFiles:
             raise OutputError(f"cannot create its folder ({exc.filename} is a file)",
                               path=target) from exc  # fmt: skip
         except OSError as exc:
-            raise OutputError(f"cannot write ({describe_os_error(exc)})", path=target) from exc
+            raise OutputError(f"cannot write: {describe_os_error(exc)}", path=target) from exc
         os.close(fd)
         temp = Path(name)
         _LIVE.add(temp)
@@ -263,7 +263,7 @@ class AtomicFiles:
                 reason = "the output is a folder"
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        return OutputError(f"cannot write ({reason})", path=target)
+        return OutputError(f"cannot write: {reason}", path=target)
 
     def disk_full(self) -> bool:
         """Whether the folder of the current target is (nearly) full."""
@@ -298,7 +298,7 @@ def atomic_files() -> Iterator[AtomicFiles]:
         full = group.disk_full()  # some writers (torch, h5py) report ENOSPC in their own words
         group.discard()
         if full:
-            raise OutputError("cannot write (no space left on the device (disk full))",
+            raise OutputError("cannot write: no space left on the device (disk full)",
                               path=group.current) from exc  # fmt: skip
         raise
     except BaseException:

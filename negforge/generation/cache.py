@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,9 +69,12 @@ class ResponseCache:
         if self.directory.exists() and not self.directory.is_dir():
             raise OutputError("the response cache folder is a file (--cache-dir)",
                               path=self.directory)  # fmt: skip
+        existed = self.directory.exists()
         try:
             self._cache: Any = diskcache.Cache(str(self.directory), size_limit=2**32)
         except (OSError, sqlite3.Error) as exc:
+            if not existed:  # leave nothing half-made behind
+                shutil.rmtree(self.directory, ignore_errors=True)
             raise OutputError(f"cannot open the response cache ({_reason(exc)}); choose "
                               "another --cache-dir or pass --no-cache",
                               path=self.directory) from exc  # fmt: skip

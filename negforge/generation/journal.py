@@ -77,12 +77,14 @@ class RunJournal:
     def open(cls, path: Path, run_key: str, *, resume: bool = True) -> RunJournal:
         """Open (and read) the journal; start a new one if it belongs to another run."""
         journal = cls(path, run_key)
+        fresh = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if resume and path.exists() and journal._load():
                 flags = os.O_WRONLY | os.O_APPEND
                 journal._fd = os.open(path, flags)
             else:
+                fresh = True
                 journal._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 header = {"negforge_journal": JOURNAL_FORMAT, "run_key": run_key}
                 os.write(journal._fd, (json.dumps(header) + "\n").encode())
@@ -91,6 +93,8 @@ class RunJournal:
             if journal._fd is not None:
                 os.close(journal._fd)
                 journal._fd = None
+            if fresh:  # a journal without its header is of no use to anyone
+                path.unlink(missing_ok=True)
             raise _journal_error(path, exc) from exc
         journal._syncer = _Syncer(journal._fd)
         journal._syncer.start()
@@ -157,6 +161,13 @@ class RunJournal:
                 pass  # what was written is in the file; only durability against power loss
             finally:
                 os.close(fd)
+
+    def keep(self) -> None:
+        """Close after a failed or interrupted run: kept when it holds finished queries
+        (the rerun takes them), deleted when it holds none."""
+        self.close()
+        if not self.entries:
+            self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Close and delete the journal (once the final artifact is safely written)."""

@@ -321,8 +321,13 @@ def _check_dictionary(
             )
 
 
+def _kept(done: int, journal: Path) -> str:
+    return f"{done} finished queries are kept in {journal}" if done else "no query finished"
+
+
 def _failure_message(
     *,
+    output: Path,
     failed: Sequence[QueryOutcome],
     queries: int,
     allowed: int,
@@ -334,9 +339,9 @@ def _failure_message(
     share = f"{len(failed) / queries:.0%}" if queries else "0%"
     skipped = f"; {not_attempted} queries were not attempted" if not_attempted else ""
     return (
-        f"the LLM backend failed: {len(failed)} of {queries} queries ({share}) failed after "
-        f"every retry, more than --max-failed {config.max_failed:g} allows ({allowed})"
-        f"{skipped}; last error: {last}. {kept}"
+        f"{output}: the LLM backend failed on {len(failed)} of {queries} queries ({share}) "
+        f"after every retry, more than --max-failed {config.max_failed:g} allows ({allowed})"
+        f"{skipped}; last error: {last}; {kept}"
     )
 
 
@@ -394,7 +399,14 @@ def generate_negatives(
     finished: dict[str, dict[str, Any]] = {}
     if config.resume:
         finished.update(_finished_rows_of_output(output_path, run_key))
-    journal = RunJournal.open(journal_path_for(output_path), run_key, resume=config.resume)
+    # The cache first: a cache that cannot be opened stops the run before any file is made.
+    cache = None if spec is None or config.no_cache else ResponseCache(config.resolved_cache_dir())
+    try:
+        journal = RunJournal.open(journal_path_for(output_path), run_key, resume=config.resume)
+    except BaseException:
+        if cache is not None:
+            cache.close()
+        raise
     finished.update(journal.entries)
     finished = {qid: entry for qid, entry in finished.items() if qid in wanted}
     pending = [job for job in jobs if job.qid not in finished]
@@ -406,7 +418,6 @@ def generate_negatives(
         return config.on_failed == "error" and len(failed) > allowed
 
     outcomes: list[QueryOutcome] = []
-    cache: ResponseCache | None = None
     try:
         with RunProgress(len(jobs), quiet=config.quiet) as progress:
             for _ in range(len(finished)):
@@ -431,22 +442,20 @@ def generate_negatives(
                     random_filler = RandomFiller(config, dictionary)
                     asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
                 else:
-                    if not config.no_cache:
-                        cache = ResponseCache(config.resolved_cache_dir())
                     llm_run = _run_llm(
                         pending, config, spec, template, dictionary, cache, record, doomed
                     )
                     asyncio.run(llm_run)
     except FatalCallError as exc:
-        journal.close()
+        journal.keep()
         done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
         raise FatalCallError(
-            f"generation stopped: {exc}. {done} finished queries are kept in "
-            f"{journal.path}; rerun the same command to continue",
+            f"generation stopped: {exc}. {_kept(done, journal.path)}; rerun the same command "
+            "to continue",
             status=exc.status,
         ) from exc
     except BaseException:
-        journal.close()
+        journal.keep()
         raise
     finally:
         if cache is not None:
@@ -454,14 +463,13 @@ def generate_negatives(
 
     done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
     if doomed():
-        journal.close()
+        journal.keep()
         raise GenerationFailed(_failure_message(
-            failed=failed, queries=len(jobs), allowed=allowed, config=config,
-            not_attempted=len(pending) - len(outcomes),
-            kept=f"{done} finished queries are kept in {journal.path} and no artifact was "
-            "written; rerun the same command to retry the failed queries (finished ones cost "
-            "nothing), or pass --on-failed random|drop to write the artifact with the failed "
-            "rows flagged",
+            output=output_path, failed=failed, queries=len(jobs), allowed=allowed,
+            config=config, not_attempted=len(pending) - len(outcomes),
+            kept=f"{_kept(done, journal.path)} and no artifact was written; rerun the same "
+            "command to retry the failed queries (finished ones cost nothing), or pass "
+            "--on-failed random|drop to write the artifact with the failed rows flagged",
         ))  # fmt: skip
 
     by_qid = {outcome.qid: {"rows": outcome.rows} for outcome in outcomes}
@@ -514,8 +522,9 @@ def generate_negatives(
         kind = "random-baseline fills (fallback 'random_after_error')" \
             if config.on_failed == "random" else "rows without a negative"  # fmt: skip
         raise GenerationFailed(_failure_message(
-            failed=failed, queries=len(jobs), allowed=allowed, config=config, not_attempted=0,
-            kept=f"{output_path} was written with their {summary.failed_rows} rows as {kind}; "
+            output=output_path, failed=failed, queries=len(jobs), allowed=allowed,
+            config=config, not_attempted=0,
+            kept=f"the artifact was written with their {summary.failed_rows} rows as {kind}; "
             "rerun the same command to retry them",
         ))  # fmt: skip
     return summary
