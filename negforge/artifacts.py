@@ -253,6 +253,12 @@ def read_artifact(
     return table, provenance
 
 
+def artifact_rows(path: str | Path) -> int:
+    """The number of rows of an artifact (its footer only)."""
+    read_provenance(path)  # a readable negforge artifact, or InputError naming it
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
 def load_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
     """Read an artifact into validated row models."""
     kind = next(k for k, m in ROW_MODELS.items() if m is model)

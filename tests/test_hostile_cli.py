@@ -346,6 +346,15 @@ def _report_not_negatives(d: Path) -> Expected:
                     "expected a negatives artifact")  # fmt: skip
 
 
+def _report_empty_artifact(d: Path) -> Expected:
+    from negforge.artifacts import SCHEMA_VERSIONS, Provenance, write_artifact
+
+    provenance = Provenance(kind="negatives", schema_version=SCHEMA_VERSIONS["negatives"])
+    empty = write_artifact(d / "empty_neg.parquet", [], provenance)
+    return Expected(["report", str(empty), "-o", str(d / "r.html"), "--no-hierarchy"], empty,
+                    "has no rows")  # fmt: skip
+
+
 def _report_output_under_file(d: Path) -> Expected:
     target = d / "negatives.parquet" / "r.html"
     return Expected(["report", str(d / "negatives.parquet"), "-o", str(target), "--no-hierarchy"],

@@ -9,6 +9,7 @@ are expected too and are described here. Anything else is a bug and keeps its tr
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -61,6 +62,8 @@ def describe_failure(exc: BaseException) -> Failure | None:
     if isinstance(exc, UnicodeDecodeError):
         return Failure(f"invalid UTF-8 text (byte {exc.start}: {exc.reason})")
     if isinstance(exc, OSError):
+        if exc.errno == errno.EPIPE:  # `negforge ... | head`: typer exits quietly
+            return None
         return _os_failure(exc)
     if _module_class(exc, "sqlite3", "Error"):
         return Failure(f"the response cache's database failed ({exc})")

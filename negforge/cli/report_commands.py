@@ -42,12 +42,20 @@ def report_command(
         help="queries per artifact for the hierarchy check (0: all)",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="do not print the Markdown summary"),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="accept a negatives artifact without rows"
+    ),
 ) -> None:
     """Report on negatives artifacts side by side: one self-contained HTML file."""
+    from negforge.artifacts import artifact_rows
     from negforge.atomic import check_output
+    from negforge.readers import empty_input_error
     from negforge.reporting.writer import write_negatives_report
 
     check_output(output, inputs=[*negatives, dictionary, markdown])
+    for path in negatives:
+        if not allow_empty and artifact_rows(path) == 0:
+            raise empty_input_error(path)
     if markdown is not None:
         check_output(markdown, inputs=[*negatives, dictionary, output], what="Markdown summary")
     written = write_negatives_report(
