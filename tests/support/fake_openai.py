@@ -736,7 +736,8 @@ class FakeOpenAIProcess:
         self.process = None
 
     def __enter__(self) -> FakeOpenAIProcess:
-        return self.start()
+        # spawn_fake_openai() already started it: a second start would leak the first process
+        return self if self.process is not None and self.process.poll() is None else self.start()
 
     def __exit__(self, *_: object) -> None:
         self.stop()
