@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from negforge.trainer.data import GroundingSample
@@ -115,9 +113,11 @@ def test_mr_map_over_thresholds_and_length_buckets():
     assert result.metrics["mAP"] == round(100 * (5 / 6 + 9 * 0.5) / 10, 2)
     assert result.metrics["mAP@0.5"] == round(100 * 5 / 6, 2)
     assert result.metrics["mAP@0.75"] == 50.0
-    # Both GT windows are 10 s long: "middle" (10 <= len < 30); no short or long GT.
-    assert result.metrics["mAP_middle"] == result.metrics["mAP"]
-    assert math.isnan(result.metrics["mAP_short"]) and math.isnan(result.metrics["mAP_long"])
+    # Both GT windows are 10 s long: "short" is (0, 10] as in standalone_eval; the empty
+    # middle and long buckets score 0 as in QD-DETR's and SHINE's eval.
+    assert result.metrics["mAP_short"] == result.metrics["mAP"]
+    assert result.metrics["mAP_middle"] == 0.0 and result.metrics["mAP_long"] == 0.0
+    assert result.brief["MR-short-mAP"] == result.metrics["mAP"]
 
 
 def test_map_uses_only_the_top_10_windows():
@@ -165,7 +165,8 @@ def test_table_files_and_log_row(tmp_path):
     import json
 
     written = json.loads(write_metrics(tmp_path / "m.json", results).read_text())
-    assert written["test_trivial"]["metrics"]["mAP_short"] is None  # NaN -> null
+    assert written["test_trivial"]["metrics"]["mAP_long"] == 0.0  # empty bucket
+    assert written["test_trivial"]["brief"]["MR-full-R1@0.5"] == 100.0
 
 
 def reference_ap(preds, gts, threshold):
