@@ -105,6 +105,19 @@ def test_average_precision_by_hand():
     assert average_precision([], [(0.0, 10.0)], 0.5) == 0.0
 
 
+def test_iou_ties_between_ground_truth_windows_try_the_later_window_first():
+    # [21, 31] has IoU 9/11 with both windows; like standalone_eval (argsort()[::-1]) it
+    # takes the later one, which leaves [20, 30] for the exact second prediction: two hits
+    # at IoU 0.8 (taking the first window would leave IoU 8/12 for the second: AP 0.5).
+    gts = [(20.0, 30.0), (22.0, 32.0)]
+    preds = [[21.0, 31.0, 0.9], [20.0, 30.0, 0.8]]
+    assert average_precision(preds, gts, 0.8) == pytest.approx(1.0)
+    assert average_precision(preds, gts, 0.95) == pytest.approx(0.25)  # only the second hits
+    # R1: the best-IoU window, the first one on ties.
+    result = evaluate([pred("a", preds)], [sample("a", gts)])
+    assert result.metrics["mIoU"] == round(100 * 9 / 11, 2)
+
+
 def test_mr_map_over_thresholds_and_length_buckets():
     s = sample("a", [(0.0, 10.0), (20.0, 30.0)])
     preds = [pred("a", [[0.0, 10.0, 0.9], [0.0, 10.0, 0.8], [20.0, 25.0, 0.7]])]

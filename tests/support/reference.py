@@ -10,6 +10,7 @@ stub module stands in for it (moment retrieval never calls it).
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 import sys
 import types
@@ -46,6 +47,9 @@ def _purge() -> None:
 def _sklearn_stub() -> dict[str, types.ModuleType]:
     package = types.ModuleType("sklearn")
     metrics = types.ModuleType("sklearn.metrics")
+    # A spec, so importlib.util.find_spec (torch._dynamo calls it) accepts the stubs.
+    package.__spec__ = importlib.machinery.ModuleSpec("sklearn", None, is_package=True)
+    metrics.__spec__ = importlib.machinery.ModuleSpec("sklearn.metrics", None)
 
     def precision_recall_curve(*args: object, **kwargs: object) -> None:
         raise NotImplementedError("stub: highlight detection is not compared")
