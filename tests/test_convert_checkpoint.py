@@ -197,3 +197,30 @@ def test_conversion_errors_name_file_and_field(root, layout, tmp_path, monkeypat
     code, _, err = run_cli(monkeypatch, capsys, "eval", ckpt, "--eval", layout["gt"])
     assert code == 2 and "convert-checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_shine_options_become_negforge_settings(tmp_path):
+    """A SHINE ``opt`` (ActivityNet-CG, anchored fine ranking, no hinge) maps onto negforge."""
+    from negforge.trainer.config import TrainConfig
+    from negforge.trainer.convert import train_config_from_options
+
+    opt = original_args(
+        shine=True, dset_name="anet", ranking_type="abd", max_v_l=-1, coarse_coef=0.5,
+        fine_margin=[0.1, 0.2, 0.3, 0.4], coarse_margin=[1.0, 3.0], enc_layers=3, dec_layers=3,
+        clip_length=1, max_q_l=50, saliency_margin=1.0,
+    )
+    cfg = TrainConfig.model_validate(
+        train_config_from_options(vars(opt), "qd_detr", tmp_path / "shine.ckpt")
+    )
+    shine = cfg.loss.shine
+    assert shine.enabled and shine.fine_ranking == "anchored" and shine.alpha == 0.5
+    assert shine.margins == (0.1, 0.2, 0.3, 0.4) and (shine.h1, shine.h2) == (1.0, 3.0)
+    assert shine.intra_replaces_base_saliency  # SHINE without --use_saliency_loss
+    assert cfg.model.max_v_len is None and cfg.model.text_to_video_layers == 3
+    assert cfg.postprocess == "none" and cfg.data.clip_len == 1.0 and not cfg.bf16
+    assert cfg.loss.saliency_margin == 1.0 and cfg.model.max_q_len == 50
+    plain = TrainConfig.model_validate(
+        train_config_from_options(vars(original_args()), "qd_detr", tmp_path / "qd.ckpt")
+    )
+    assert not plain.loss.shine.enabled and plain.postprocess == "round_to_clips"
+    assert plain.model.max_v_len == 75 and plain.data.use_tef

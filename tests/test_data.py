@@ -167,6 +167,11 @@ def test_split_by_video_is_disjoint_and_seeded():
     assert split_by_video(samples, 0.0, seed=1) == (samples, [])
 
 
+def test_next_row_inbatch_negative_reproduces_the_originals():
+    index = inbatch_negative_index(["a", "a", "b"], np.random.default_rng(0), "next_row")
+    assert index.tolist() == [1, 2, 0]  # row 0's negative is a query of its own video
+
+
 def test_inbatch_negative_is_always_another_video():
     rng = np.random.default_rng(0)
     for _ in range(200):

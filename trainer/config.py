@@ -93,6 +93,11 @@ class DataConfig(BaseModel):
     val_fraction: float = Field(
         0.05, ge=0.0, lt=1.0, description="share of train videos held out to select checkpoints"
     )
+    inbatch_negative: Literal["other_video", "next_row"] = Field(
+        "other_video",
+        description="in-batch negative query: a random row of another video (defect 6 fixed) "
+        "or the next row as the originals (may be the same video)",
+    )
     on_missing: Literal["error", "skip"] = Field(
         "error", description="a query whose features are missing: stop, or skip and count it"
     )

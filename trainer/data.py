@@ -46,6 +46,7 @@ SALIENCY_PAIRS = 2
 PARQUET_MAGIC = b"PAR1"
 OnMissing = Literal["error", "skip"]
 LongVideos = Literal["truncate", "pool"]
+InbatchNegative = Literal["other_video", "next_row"]
 
 
 @dataclass(frozen=True)
@@ -513,9 +514,17 @@ def _pad(arrays: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndar
     return out, mask
 
 
-def inbatch_negative_index(vids: Sequence[str], rng: np.random.Generator) -> np.ndarray:
-    """For each row, a random row of another video (-1 when the batch has no other video)."""
+def inbatch_negative_index(
+    vids: Sequence[str], rng: np.random.Generator, mode: InbatchNegative = "other_video"
+) -> np.ndarray:
+    """For each row, a random row of another video (-1 when the batch has no other video).
+
+    ``next_row`` reproduces the originals instead: the next row of the batch (the last row
+    takes the first), which may be another query of the same video (defect 6).
+    """
     vids = list(vids)
+    if mode == "next_row":
+        return (np.arange(len(vids), dtype=np.int64) + 1) % max(len(vids), 1)
     index = np.full(len(vids), -1, dtype=np.int64)
     for i, vid in enumerate(vids):
         others = [j for j, other in enumerate(vids) if other != vid]
@@ -539,10 +548,17 @@ class Collator:
     do not depend on DataLoader workers and a resumed run draws the same ones.
     """
 
-    def __init__(self, seed: int = 0, *, with_negatives: bool = False) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        with_negatives: bool = False,
+        inbatch: InbatchNegative = "other_video",
+    ) -> None:
         self.seed = seed
         self.epoch = 0
         self.with_negatives = with_negatives
+        self.inbatch = inbatch
 
     def __call__(self, items: Sequence[Item]) -> Batch:
         videos, video_mask = _pad([it.video for it in items], max(len(it.video) for it in items))
@@ -584,7 +600,7 @@ class Collator:
             hard_neg_text_mask=neg_mask,
             hard_neg_valid=torch.from_numpy(valid),
             inbatch_neg_index=torch.from_numpy(
-                inbatch_negative_index([s.vid for s in samples], rng)
+                inbatch_negative_index([s.vid for s in samples], rng, self.inbatch)
             ),
             spans=spans,
             saliency_labels=torch.from_numpy(labels),

@@ -709,7 +709,7 @@ def _train(
         shuffle=True,
         seed=cfg.seed,
     )
-    collator = Collator(cfg.seed, with_negatives=hard)
+    collator = Collator(cfg.seed, with_negatives=hard, inbatch=cfg.data.inbatch_negative)
     loader = data_loader(
         data.train,
         batch_size=cfg.optim.batch_size,
