@@ -72,6 +72,13 @@ class QueryRecord(BaseModel):
         """Whether the file gave the qid as a number (QVHighlights); written back as one."""
         return self._numeric_qid
 
+    def __eq__(self, other: object) -> bool:
+        # Records are equal when their fields are: how a file spelled the qid is not part of
+        # the record's value (a jsonl with 7 and a csv with "7" hold the same query).
+        if not isinstance(other, QueryRecord):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
     @field_validator("qid", mode="before")
     @classmethod
     def _qid_as_text(cls, value: object) -> object:
