@@ -426,6 +426,42 @@ def _serve_local_missing_model(d: Path) -> Expected:
                     "not found")  # fmt: skip
 
 
+def _score_missing_qid(d: Path) -> Expected:
+    preds = d / "preds.jsonl"
+    write_jsonl(preds, {"qid": "nobody", "pred_relevant_windows": [[1.0, 5.0, 0.9]]})
+    return Expected(["score", str(preds), "--gt", str(d / "queries.jsonl"), "-o",
+                     str(d / "m.json")], preds, "qid")  # fmt: skip
+
+
+def _score_window_start_after_end(d: Path) -> Expected:
+    gt = [json.loads(line) for line in (d / "queries.jsonl").read_text().splitlines()]
+    preds = d / "preds.jsonl"
+    write_jsonl(preds, *({"qid": row["qid"], "pred_relevant_windows": [[5.0, 1.0, 0.9]]}
+                         for row in gt))  # fmt: skip
+    return Expected(["score", str(preds), "--gt", str(d / "queries.jsonl"), "-o",
+                     str(d / "m.json")], preds,
+                    "preds.jsonl:1, field 'pred_relevant_windows[0]'")  # fmt: skip
+
+
+def _score_output_is_input(d: Path) -> Expected:
+    gt = d / "queries.jsonl"
+    return Expected(["score", str(gt), "--gt", str(gt), "-o", str(gt)], gt, "is also an input")
+
+
+def _convert_checkpoint_not_a_checkpoint(d: Path) -> Expected:
+    fake = d / "orig.ckpt"
+    fake.write_text("not a checkpoint")
+    return Expected(["convert-checkpoint", str(fake), "--backbone", "qd_detr", "-o",
+                     str(d / "model.pt")], fake, "orig.ckpt")  # fmt: skip
+
+
+def _convert_checkpoint_output_is_input(d: Path) -> Expected:
+    fake = d / "orig.ckpt"
+    fake.write_text("not a checkpoint")
+    return Expected(["convert-checkpoint", str(fake), "--backbone", "qd_detr", "-o", str(fake)],
+                    fake, "is also an input")  # fmt: skip
+
+
 #: Every case above, by name: ``<command>_<what>`` (the command with ``_`` for ``-``).
 CASES: dict[str, Case] = {
     name[1:]: case for name, case in sorted(globals().items())

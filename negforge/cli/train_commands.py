@@ -1,4 +1,4 @@
-"""CLI commands of the train area: train, eval, featurize, synth.
+"""CLI commands of the train area: train, eval, score, convert-checkpoint, featurize, synth.
 
 ``train`` exposes every leaf of :class:`~negforge.trainer.config.TrainConfig` as a flag
 (generated from the config model, so a new setting is a new flag). torch, transformers and
@@ -308,6 +308,57 @@ def eval_command(
         on_missing=on_missing,
     )
     typer.echo(f"predictions and metrics.json in {output}")
+
+
+@app.command("score")
+def score_command(
+    predictions: Path = typer.Argument(
+        ...,
+        metavar="PREDICTIONS.jsonl",
+        help="submission rows: qid, pred_relevant_windows [[st, ed, score], ...]",
+    ),
+    gt: Path = typer.Option(..., "--gt", help="ground truth: query jsonl or benchmark json"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write the metrics JSON here"),
+) -> None:
+    """Score a prediction file as the originals' standalone_eval does (moment retrieval)."""
+    import json
+
+    from negforge.trainer.scoring import score_file, write_scores
+
+    if output is not None:
+        check_output(output, inputs=(predictions, gt))
+    scores = score_file(predictions, gt)
+    typer.echo(json.dumps(scores["brief"], indent=4))
+    if output is not None:
+        write_scores(output, scores)
+        typer.echo(f"metrics in {output}")
+
+
+@app.command("convert-checkpoint")
+def convert_checkpoint_command(
+    checkpoint: Path = typer.Argument(
+        ..., metavar="ORIGINAL.ckpt", help="a checkpoint saved by the originals' train.py"
+    ),
+    backbone: str = typer.Option(
+        ...,
+        "--backbone",
+        help="moment_detr or qd_detr (SHINE checkpoints are qd_detr)",
+        callback=_check_choice(("qd_detr", "moment_detr")),
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="the negforge checkpoint to write"),
+    t2v_mask: str = typer.Option(
+        "batch_major",
+        "--t2v-mask",
+        help="QD-DETR text-to-video mask: batch_major (correct) or head_major (the original's)",
+        callback=_check_choice(("batch_major", "head_major")),
+    ),
+) -> None:
+    """Convert an original Moment-DETR / QD-DETR / SHINE checkpoint for eval and plot-saliency."""
+    from negforge.trainer.convert import convert_checkpoint
+
+    check_output(output, inputs=(checkpoint,))
+    written = convert_checkpoint(checkpoint, backbone, output, t2v_mask=t2v_mask)
+    typer.echo(f"wrote {written} ({backbone}); evaluate it: negforge eval {written} --eval ...")
 
 
 @app.command("featurize")
