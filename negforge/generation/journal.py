@@ -6,6 +6,10 @@ returns; a background thread ``fsync``\\s soon after (group commit), so a power 
 most the last few lines without the event loop ever blocking on the disk. The first line
 records the run key: a journal left by a run with other inputs or settings is discarded.
 A torn last line (a kill mid-write) is cut off on open.
+
+Besides finished queries (lines with a ``qid``), a run may record events (lines with an
+``event`` key, e.g. the Batch API's planned, uploaded and created batches): they are kept in
+:attr:`RunJournal.events`, in order, with the same durability.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class RunJournal:
         self.path = path
         self.run_key = run_key
         self.entries: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
         self._fd: int | None = None
         self._syncer: _Syncer | None = None
 
@@ -101,6 +106,8 @@ class RunJournal:
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("qid"), str):
                 self.entries[entry["qid"]] = entry
+            elif isinstance(entry, dict) and isinstance(entry.get("event"), str):
+                self.events.append(entry)
         return True
 
     def __contains__(self, qid: object) -> bool:
@@ -120,6 +127,19 @@ class RunJournal:
         self.entries[str(entry["qid"])] = dict(entry)
         if self._syncer is not None:
             self._syncer.request()
+
+    def append_event(self, event: Mapping[str, Any]) -> None:
+        """Record an event (an ``event`` key, no ``qid``): written and fsynced before return
+        (events are rare, and losing one could mean paying for a batch twice)."""
+        if "event" not in event or "qid" in event:
+            raise ValueError("a journal event has an 'event' key and no 'qid'")
+        if self._fd is None:
+            raise RuntimeError("the journal is closed")
+        data = memoryview((json.dumps(event, separators=(",", ":")) + "\n").encode())
+        while data:
+            data = data[os.write(self._fd, data) :]
+        os.fsync(self._fd)
+        self.events.append(dict(event))
 
     def close(self) -> None:
         """Flush to disk and close (idempotent)."""

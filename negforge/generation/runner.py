@@ -333,6 +333,7 @@ def generate_negatives(
 
     outcomes: list[QueryOutcome] = []
     cache: ResponseCache | None = None
+    batch_summary: dict[str, Any] | None = None  # --batch: cost and what the Batch API did
     try:
         with RunProgress(len(jobs), quiet=config.quiet) as progress:
             for _ in range(len(finished)):
@@ -357,9 +358,13 @@ def generate_negatives(
                 else:
                     if not config.no_cache:
                         cache = ResponseCache(config.resolved_cache_dir())
-                    asyncio.run(
-                        _run_llm(pending, config, spec, template, dictionary, cache, record)
-                    )
+                    if config.batch:
+                        batch_summary = _run_batch(pending, config, spec, template, dictionary,
+                                                   cache, record, journal, progress)  # fmt: skip
+                    else:
+                        asyncio.run(
+                            _run_llm(pending, config, spec, template, dictionary, cache, record)
+                        )
     except FatalCallError as exc:
         journal.close()
         done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
@@ -397,6 +402,8 @@ def generate_negatives(
         wall_s=time.perf_counter() - started,
         price_model=_price_model(spec),
     )
+    if batch_summary is not None:
+        summary = summary.model_copy(update=batch_summary)
     provenance = Provenance(
         kind="negatives",
         schema_version=SCHEMA_VERSIONS["negatives"],
@@ -464,6 +471,27 @@ async def _run_llm(
         await client.aclose()
 
 
+def _run_batch(
+    jobs: Sequence[QueryJob],
+    config: GenerateConfig,
+    spec: BackendSpec,
+    template: PromptTemplate,
+    dictionary: WordSource,
+    cache: ResponseCache | None,
+    record: Callable[[QueryOutcome], None],
+    journal: RunJournal,
+    progress: RunProgress,
+) -> dict[str, Any]:
+    """``--batch``: the jobs through the Batch API (negforge.generation.batch_runner)."""
+    from negforge.generation.batch_runner import run_batch_jobs, summary_fields
+
+    report = asyncio.run(run_batch_jobs(
+        list(jobs), config=config, spec=spec, template=template, dictionary=dictionary,
+        cache=cache, record=record, journal=journal, progress=progress,
+    ))  # fmt: skip
+    return summary_fields(report, _price_model(spec))
+
+
 def _answer_example(job: QueryJob) -> str:
     """An answer of the expected size (the original words as fills), to estimate output."""
     return json.dumps({level_key(level.level): level.original_words for level in job.levels})
@@ -489,6 +517,10 @@ def estimate_generation(
     dictionary = load_word_source(Path(dictionary_path))
     template = load_template(config.prompt_template, config.prompt_version)
     spec = resolve_backend(config)
+    if config.batch:
+        from negforge.generation.batch_runner import check_batch_backend
+
+        check_batch_backend(spec)
     filler = LLMFiller(
         config=config,
         spec=spec,
@@ -500,9 +532,12 @@ def estimate_generation(
     )
     cache = None if config.no_cache else _existing_cache(config)
     input_tokens = output_tokens = cached = 0
+    batch_lines = []
     try:
         for job in jobs:
             messages, response_format = filler.request_for(job)
+            if config.batch:
+                batch_lines.append(_batch_line_of(job, spec, filler, messages, response_format))
             input_tokens += count_tokens(spec.model, messages=messages)
             output_tokens += count_tokens(spec.model, text=_answer_example(job))
             if cache is not None and cache.get(
@@ -512,6 +547,13 @@ def estimate_generation(
     finally:
         if cache is not None:
             cache.close()
+    online_cost = cost_usd(_price_model(spec), input_tokens, output_tokens)
+    batch_files = 0
+    if config.batch:
+        from negforge.generation.batch_files import split_lines
+
+        batch_files = len(split_lines(batch_lines, config.batch_max_requests,
+                                      config.batch_max_bytes))  # fmt: skip
     return GenerationEstimate(
         backend=spec.provider,
         model=spec.model,
@@ -520,9 +562,22 @@ def estimate_generation(
         calls=len(jobs),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=cost_usd(_price_model(spec), input_tokens, output_tokens),
+        cost_usd=cost_usd(_price_model(spec), input_tokens, output_tokens, batch=config.batch),
         cached_calls=cached,
+        batch=config.batch,
+        online_cost_usd=online_cost if config.batch else None,
+        batch_files=batch_files,
     )
+
+
+def _batch_line_of(job: QueryJob, spec: BackendSpec, filler: LLMFiller, messages: Any,
+                   response_format: Any) -> Any:  # fmt: skip
+    """The Batch API input line of a query's first request (to count batch files)."""
+    from negforge.generation.batch_files import batch_line, custom_id_for
+    from negforge.generation.client import chat_request_body
+
+    body = chat_request_body(spec.wire_model, messages, response_format, filler.params)
+    return batch_line(custom_id_for(job.qid, 1), body)
 
 
 def _existing_cache(config: GenerateConfig) -> ResponseCache | None:
