@@ -205,8 +205,13 @@ def write_artifact(
 
 
 def read_provenance(path: str | Path) -> Provenance:
-    """Read only the provenance of an artifact (cheap: the footer alone)."""
+    """Read only the provenance of an artifact (cheap: the footer alone, or a dataset's
+    manifest)."""
     path = Path(path)
+    if path.is_dir():  # a partitioned artifact (negforge.datasets)
+        from negforge.datasets import read_manifest
+
+        return read_manifest(path).provenance
     try:
         metadata = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid) as exc:
@@ -230,8 +235,21 @@ def read_artifact(
             f"(this negforge reads version {expected})",
             path=path,
         )
+    if Path(path).is_dir():
+        from negforge.datasets import read_table
+
+        return read_table(path), provenance
     table = pq.read_table(path)
     return table, provenance
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """The content hash of an artifact: the file's sha256, or a dataset's (its parts')."""
+    if Path(path).is_dir():
+        from negforge.datasets import dataset_sha256
+
+        return dataset_sha256(path)
+    return sha256_file(path)
 
 
 def load_rows(path: str | Path, model: type[RowT]) -> list[RowT]:

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -306,11 +306,13 @@ def stage_fingerprint(
     stage: str, input_files: Sequence[Path], settings: dict[str, Any]
 ) -> str:
     """Fingerprint of a stage: input file hashes, its code version, its settings."""
-    from negforge.artifacts import sha256_file
+    from negforge.artifacts import artifact_sha256
+    from negforge.datasets import is_dataset
 
     payload = {
         "stage": stage,
-        "inputs": [sha256_file(p) if p.is_file() else f"missing:{p}" for p in input_files],
+        "inputs": [artifact_sha256(p) if p.is_file() or is_dataset(p) else f"missing:{p}"
+                   for p in input_files],
         "code": code_version(stage),
         "settings": settings,
     }
@@ -324,7 +326,9 @@ def sidecar_path(output: Path) -> Path:
 
 def recorded_fingerprint(output: Path) -> str | None:
     """The fingerprint stored with an existing output (None when absent or unreadable)."""
-    if not output.is_file():
+    from negforge.datasets import is_dataset
+
+    if not (output.is_file() or is_dataset(output)):
         return None
     if output.suffix == ".parquet":
         from negforge.artifacts import read_provenance
@@ -395,8 +399,13 @@ def run_pipeline(
     force: bool = False,
     output_dir: str | Path | None = None,
     echo: Callable[[str], None] | None = None,
+    engine: StageEngine | None = None,
 ) -> list[StageOutcome]:
-    """Run a pipeline file's stages in order, skipping those whose fingerprint is unchanged."""
+    """Run a pipeline file's stages in order, skipping those whose fingerprint is unchanged.
+
+    ``engine`` (e.g. :class:`negforge.ray_engine.RayEngine`) runs the stages it handles in
+    its own way, with the same inputs, outputs and fingerprints; the others run here.
+    """
     spec = load_spec(path, overrides=overrides, input_overrides=input_overrides)
     folder = Path(output_dir) if output_dir is not None else Path("outputs") / spec.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -422,7 +431,14 @@ def run_pipeline(
         else:
             if output.suffix != ".parquet":
                 sidecar_path(output).unlink(missing_ok=True)
-            message, summary = run(fingerprint)
+            if engine is not None and engine.handles(stage.stage):
+                message, summary = engine.run(stage, inputs, output, fingerprint,
+                                              spacy_model=spec.spacy_model, cache_dir=cache_dir)
+            else:
+                from negforge.datasets import remove_dataset
+
+                remove_dataset(output)  # a partitioned artifact of another engine
+                message, summary = run(fingerprint)
             if output.suffix != ".parquet":
                 _write_sidecar(output, stage.stage, fingerprint, inputs, settings, summary)
             outcome = StageOutcome(name, stage.stage, output, "ran",
@@ -438,6 +454,15 @@ def run_pipeline(
 
 
 _Runner = Callable[[str], tuple[str, dict[str, Any]]]
+
+
+class StageEngine(Protocol):
+    """Runs some stage kinds its own way (``negforge run --engine ray``)."""
+
+    def handles(self, stage: str) -> bool: ...
+
+    def run(self, stage: Any, inputs: Sequence[Path], output: Path, fingerprint: str, *,
+            spacy_model: str | None, cache_dir: Path) -> tuple[str, dict[str, Any]]: ...
 
 
 def _plan(
