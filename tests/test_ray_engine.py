@@ -75,7 +75,7 @@ def test_charades_cg_on_ray_equals_the_local_engine(shared_dir: Path, tmp_path: 
     import duckdb
 
     query = f"select count(*), count(distinct qid) from read_parquet('{masked}/*.parquet')"
-    assert duckdb.sql(query).fetchone() == (rows, 8281)
+    assert duckdb.connect().execute(query).fetchall() == [(rows, 8281)]
     hf = datasets.load_dataset("parquet", data_files=f"{masked}/*.parquet", split="train",
                                cache_dir=str(tmp_path / "hf"))  # fmt: skip
     assert hf.num_rows == rows and hf.column_names[:2] == ["qid", "query"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,13 @@ def journal_path_for(output_path: Path) -> Path:
 
 
 class _Syncer(threading.Thread):
-    """fsyncs a file descriptor whenever asked, coalescing requests (group commit)."""
+    """fsyncs a file descriptor whenever asked, coalescing requests (group commit).
+
+    At most one fsync per ``pause_s``: each wake-up of this thread takes the GIL from the
+    event loop, so it must not happen per finished query.
+    """
+
+    pause_s = 0.2
 
     def __init__(self, fd: int) -> None:
         super().__init__(name="negforge-journal-fsync", daemon=True)
@@ -39,7 +46,8 @@ class _Syncer(threading.Thread):
         self._stopping = False
 
     def request(self) -> None:
-        self._wanted.set()
+        if not self._wanted.is_set():  # already asked: nothing to wake
+            self._wanted.set()
 
     def run(self) -> None:
         while True:
@@ -48,6 +56,7 @@ class _Syncer(threading.Thread):
             os.fsync(self._fd)
             if self._stopping:
                 return
+            time.sleep(self.pause_s)
 
     def stop(self) -> None:
         self._stopping = True

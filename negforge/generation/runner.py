@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from negforge.artifacts import (
     ARROW_SCHEMAS,
@@ -39,7 +39,7 @@ from negforge.generation.accounting import (
     cost_usd,
     count_tokens,
 )
-from negforge.generation.cache import ResponseCache
+from negforge.generation.cache import ResponseCache, WriteBehindCache
 from negforge.generation.client import BackendSpec, make_client, resolve_backend
 from negforge.generation.config import GenerateConfig
 from negforge.generation.errors import FatalCallError
@@ -73,6 +73,7 @@ GENERATED_FIELDS: tuple[str, ...] = tuple(
     name for name in NegativeRow.model_fields if name not in MaskedLevel.model_fields
 )
 _MASKED_SCHEMA = ARROW_SCHEMAS["masked"]
+_LEVELS: TypeAdapter[list[MaskedLevel]] = TypeAdapter(list[MaskedLevel])
 
 
 @dataclass
@@ -117,15 +118,16 @@ def read_masked(masked_path: Path) -> MaskedInput:
     table, provenance = read_artifact(masked_path, "masked")
     _check_masked_schema(table, masked_path)
     names = [field.name for field in _MASKED_SCHEMA]
-    columns = [table.column(name).to_pylist() for name in names]
+    rows = table.select(names).to_pylist()
+    try:  # one call for all rows: several times faster than a model_validate per row
+        levels = _LEVELS.validate_python(rows)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        index = int(error["loc"][0])
+        field = ".".join(str(part) for part in error["loc"][1:])
+        raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
     jobs: dict[str, QueryJob] = {}
-    for index, values in enumerate(zip(*columns, strict=True)):
-        try:
-            level = MaskedLevel.model_validate(dict(zip(names, values, strict=True)))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"])
-            raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
+    for index, level in enumerate(levels):
         _check_level(level, masked_path, index + 1)
         job = jobs.get(level.qid)
         if job is None:
@@ -357,7 +359,7 @@ def generate_negatives(
                     asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
                 else:
                     if not config.no_cache:
-                        cache = ResponseCache(config.resolved_cache_dir())
+                        cache = WriteBehindCache(config.resolved_cache_dir())
                     if config.batch:
                         batch_summary = _run_batch(pending, config, spec, template, dictionary,
                                                    cache, record, journal, progress)  # fmt: skip
