@@ -28,14 +28,15 @@ from negforge.generation.ratelimit import RateLimiter
 __all__ = ["BatchReport", "batch_cost", "check_batch_backend", "run_batch_jobs"]
 
 
-def check_batch_backend(spec: BackendSpec) -> None:
+def check_batch_backend(spec: BackendSpec, *, need_key: bool = True) -> None:
     """The Batch API exists only on OpenAI-compatible servers (not through litellm)."""
     if spec.transport != "openai":
         raise ConfigError(
             f"--batch needs an OpenAI-compatible backend (the OpenAI Batch API); "
             f"{spec.llm!r} goes through litellm"
         )
-    openai_api_key(spec)  # fail before any work when the key is missing
+    if need_key:
+        openai_api_key(spec)  # fail before any work when the key is missing
 
 
 async def run_batch_jobs(

@@ -522,7 +522,7 @@ def estimate_generation(
     if config.batch:
         from negforge.generation.batch_runner import check_batch_backend
 
-        check_batch_backend(spec)
+        check_batch_backend(spec, need_key=False)  # a dry run sends nothing
     filler = LLMFiller(
         config=config,
         spec=spec,
