@@ -33,6 +33,7 @@ import itertools
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -452,6 +453,7 @@ class RayEngine:
             "fingerprint": fingerprint, "summary": merged,
         })  # fmt: skip
         write_manifest(output, provenance, [_part(output / part_name(s.index)) for s in shards])
+        shutil.rmtree(output / ".input", ignore_errors=True)  # a single-file input's shards
         return (f"{merged['rows']} rows, {merged['valid_rows']} valid, {merged['calls']} "
                 f"backend calls ({len(shards)} shards on {self.workers} Ray workers)"), {}
 

@@ -39,7 +39,7 @@ from negforge.generation.accounting import (
     cost_usd,
     count_tokens,
 )
-from negforge.generation.cache import ResponseCache, WriteBehindCache
+from negforge.generation.cache import BatchedWriteCache, ResponseCache
 from negforge.generation.client import BackendSpec, make_client, resolve_backend
 from negforge.generation.config import GenerateConfig
 from negforge.generation.errors import FatalCallError
@@ -359,7 +359,7 @@ def generate_negatives(
                     asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
                 else:
                     if not config.no_cache:
-                        cache = WriteBehindCache(config.resolved_cache_dir())
+                        cache = BatchedWriteCache(config.resolved_cache_dir())
                     if config.batch:
                         batch_summary = _run_batch(pending, config, spec, template, dictionary,
                                                    cache, record, journal, progress)  # fmt: skip
