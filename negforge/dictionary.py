@@ -35,7 +35,6 @@ from negforge.artifacts import (
     sha256_file,
     write_artifact,
 )
-from negforge.atomic import atomic_write_text
 from negforge.errors import ConfigError
 from negforge.masking import POS_TO_TYPE, Token
 
@@ -171,31 +170,42 @@ def build_dictionary(
     split: str | None = None,
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
+    allow_empty: bool = False,
 ) -> BuildResult:
-    """Count the primitive words of one or more query files into a dictionary artifact."""
+    """Count the primitive words of one or more query files into a dictionary artifact.
+
+    The artifact, its summary and the bad-row reports are written together (or not at all).
+    """
+    from negforge.atomic import atomic_files, check_output
     from negforge.nlp import gc_paused, parse_texts
-    from negforge.readers import read_queries, report_path
+    from negforge.readers import ReadResult, read_queries, report_path
 
     if not inputs:
         raise ConfigError("build-dict needs at least one input file")
-    output = Path(output)
+    output = check_output(output, inputs=inputs)
+
+    def report_of(index: int) -> Path:
+        suffix = "" if len(inputs) == 1 else f".{index}"
+        return report_path(output.with_name(output.name + suffix))
+
+    for index in range(len(inputs)):
+        check_output(report_of(index), inputs=inputs, what="bad-row report")
+    check_output(summary_path(output), inputs=inputs, what="summary")
     parsed_all: list[list[Token]] = []
     queries = bad = 0
     model_name = model_version = None
-    reports: list[Path] = []
-    for index, path in enumerate(inputs):
+    results: list[ReadResult] = []
+    for path in inputs:
         with gc_paused():
-            result = read_queries(path, fmt=fmt, split=split, on_error=on_error)
+            result = read_queries(path, fmt=fmt, split=split, on_error=on_error,
+                                  allow_empty=allow_empty)
             parsed = parse_texts([r.query for r in result.records], spacy_model,
                                  cache_dir=cache_dir)
         parsed_all.extend(parsed.tokens)
         model_name, model_version = parsed.model.name, parsed.model.version
         queries += len(result.records)
         bad += len(result.bad_rows)
-        suffix = "" if len(inputs) == 1 else f".{index}"
-        report = result.write_report(report_path(output.with_name(output.name + suffix)))
-        if report is not None:
-            reports.append(report)
+        results.append(result)
     with gc_paused():
         entries = count_words(parsed_all)
     per_type = type_sizes(entries)
@@ -204,9 +214,15 @@ def build_dictionary(
         settings={"on_error": on_error, "format": fmt, "split": split},
         fingerprint=fingerprint, queries=queries, bad_rows=bad,
     )
-    write_artifact(output, entries_table(entries), provenance)
     summary = summary_path(output)
-    atomic_write_text(summary, summary_text(entries))
+    reports: list[Path] = []
+    with atomic_files() as group:
+        for index, result in enumerate(results):
+            report = result.write_report(report_of(index), group)
+            if report is not None:
+                reports.append(report)
+        write_artifact(output, entries_table(entries), provenance, group)
+        group.write_text(summary, summary_text(entries))
     return BuildResult(output, summary, queries, len(entries), per_type, bad, reports)
 
 

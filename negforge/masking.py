@@ -376,16 +376,21 @@ def mask_file(
     split: str | None = None,
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
+    allow_empty: bool = False,
 ) -> MaskResult:
-    """Read a query file, parse it once, mask every query, write the masked artifact."""
+    """Read a query file, parse it once, mask every query, write the masked artifact
+    (and its bad-row report, together)."""
+    from negforge.atomic import atomic_files, check_output
     from negforge.nlp import gc_paused, parse_texts
     from negforge.readers import read_queries, report_path
 
     chosen = resolve_ratios(preset, ratios)
     excluded = parse_exclude_types(exclude_types)
-    output = Path(output)
+    output = check_output(output, inputs=[input_path])
+    check_output(report_path(output), inputs=[input_path], what="bad-row report")
     with gc_paused():
-        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
+        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error,
+                              allow_empty=allow_empty)
         parsed = parse_texts([r.query for r in result.records], spacy_model,
                              cache_dir=cache_dir)
         table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
@@ -396,8 +401,9 @@ def mask_file(
         queries=len(result.records), rows=table.num_rows, levels=len(chosen),
         unmaskable=unmaskable, bad_rows=len(result.bad_rows),
     )
-    report = result.write_report(report_path(output))
-    write_artifact(output, table, provenance)
+    with atomic_files() as group:
+        report = result.write_report(report_path(output), group)
+        write_artifact(output, table, provenance, group)
     return MaskResult(
         output=output,
         queries=len(result.records),

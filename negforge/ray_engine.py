@@ -42,7 +42,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from negforge.errors import ConfigError
+from negforge.errors import ConfigError, NegforgeError
 
 RAY_HINT = "--engine ray needs Ray: pip install 'negforge[ray]' (scripts/setup.sh installs it)"
 KINDS = ("build-dict", "mask", "generate")
@@ -279,6 +279,9 @@ class RayEngine:
             try:
                 return run()
             except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, NegforgeError):  # bad input, a failed backend: not Ray's
+                    raise cause from None
                 if attempt == self.options.max_retries:
                     raise
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationInfo, field_validator
 
 #: How far a window's end may run past the video's duration, in seconds. The published
 #: Charades-STA / Charades-CG annotations overhang by up to 1.54 s (1,790 of 27,089 rows).
 WINDOW_END_TOLERANCE_S = 2.0
+#: The longest query accepted, in characters. Grounding queries are one sentence (the
+#: longest of Charades-CG / ActivityNet-CG has a few hundred characters); spaCy's parser
+#: needs about 1 GB per 100,000 characters, so this bound keeps a hostile row at ~100 MB.
+MAX_QUERY_CHARS = 10_000
 
 
 class QueryRecord(BaseModel):
@@ -17,8 +21,8 @@ class QueryRecord(BaseModel):
     qid: str = Field(min_length=1)
     query: str
     vid: str = Field(min_length=1)
-    duration: float = Field(gt=0)
-    relevant_windows: list[tuple[float, float]] = Field(min_length=1)
+    duration: float = Field(gt=0, allow_inf_nan=False)
+    relevant_windows: list[tuple[FiniteFloat, FiniteFloat]] = Field(min_length=1)
     masked_queries: list[str] | None = None
     recomposed_queries: list[str] | None = None
     #: Composition type(s) of a novel-composition sentence, e.g. {"v-n": [["take", "fridge"]]}.
@@ -35,6 +39,11 @@ class QueryRecord(BaseModel):
     def _query_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("query is empty")
+        if len(value) > MAX_QUERY_CHARS:
+            raise ValueError(
+                f"query is {len(value):,} characters long; the limit is {MAX_QUERY_CHARS:,} "
+                "(one sentence is expected; spaCy's memory grows with the text)"
+            )
         return value
 
     @field_validator("relevant_windows")

@@ -218,7 +218,7 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read YAML config ({exc})", path=path) from exc
     if not isinstance(data, dict):
         raise InputError("a config file must hold a mapping", path=path)

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from negforge.atomic import atomic_path, atomic_write_text
-from negforge.errors import ConfigError, NegforgeError
+from negforge.errors import ConfigError, InputError, NegforgeError
 from negforge.trainer.backbones import build_model
 from negforge.trainer.base_losses import build_criterion
 from negforge.trainer.config import (
@@ -444,12 +444,21 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A negforge checkpoint's state; InputError naming the file for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    state: dict[str, Any] = torch.load(path, map_location=device, weights_only=False)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} is not a negforge checkpoint")
+        reason = "is a folder, not a checkpoint" if path.is_dir() else "checkpoint not found"
+        raise InputError(reason, path=path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except OSError as exc:
+        raise InputError(f"cannot read the checkpoint ({exc})", path=path) from exc
+    except Exception as exc:  # pickle, zip, EOF, torch's own: all mean "not a checkpoint"
+        raise InputError(
+            f"not a negforge checkpoint ({type(exc).__name__}: {str(exc)[:120]})", path=path
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError("not a negforge checkpoint (no negforge format marker)", path=path)
     return state
 
 

@@ -13,15 +13,13 @@ from typing import Any
 import typer
 
 from negforge.cli.app import app
-from negforge.errors import ConfigError
+from negforge.errors import ConfigError, Interrupted
 
 
 @app.command("generate")
 def generate_command(
-    masked: Path = typer.Argument(..., help="masked artifact (negforge mask)", exists=True,
-                                  dir_okay=False),
-    dictionary: Path = typer.Option(..., "--dict", help="dictionary artifact (build-dict)",
-                                    exists=True, dir_okay=False),
+    masked: Path = typer.Argument(..., help="masked artifact (negforge mask)"),
+    dictionary: Path = typer.Option(..., "--dict", help="dictionary artifact (build-dict)"),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="negatives artifact to write (not needed with --dry-run)"
     ),
@@ -42,6 +40,19 @@ def generate_command(
     max_attempts: int = typer.Option(3, "--max-attempts", help="calls per query incl. re-asks"),
     on_invalid: str = typer.Option(
         "random", "--on-invalid", help="drop | random | keep: what an invalid answer becomes"
+    ),
+    max_failed: float = typer.Option(
+        0.0,
+        "--max-failed",
+        help="share of queries (0-1) whose backend calls may fail after every retry; beyond "
+        "it the run exits with code 3",
+    ),
+    on_failed: str = typer.Option(
+        "error",
+        "--on-failed",
+        help="error | random | drop: beyond --max-failed, error writes no artifact; random "
+        "fills failed rows with the random baseline (flagged random_after_error), drop leaves "
+        "them empty (exit code 3 all the same). Failed queries are retried by a rerun",
     ),
     allow_phrases: bool = typer.Option(False, "--allow-phrases", help="multi-word fills ok"),
     require_dict_words: bool = typer.Option(
@@ -89,6 +100,9 @@ def generate_command(
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="print calls, tokens and cost; spend nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="accept a masked artifact without rows"
+    ),
 ) -> None:
     """Fill every masked level with a hard negative (LLM or the random baseline)."""
     from pydantic import ValidationError
@@ -106,6 +120,8 @@ def generate_command(
         "max_tokens": max_tokens,
         "max_attempts": max_attempts,
         "on_invalid": on_invalid,
+        "max_failed": max_failed,
+        "on_failed": on_failed,
         "allow_phrases": allow_phrases,
         "require_dict_words": require_dict_words,
         "concurrency": concurrency,
@@ -144,16 +160,14 @@ def generate_command(
     if output is None:
         raise ConfigError("generate needs -o/--output (or --dry-run)")
     try:
-        summary = generate_negatives(masked, dictionary, output, config)
+        summary = generate_negatives(masked, dictionary, output, config, allow_empty=allow_empty)
     except KeyboardInterrupt:
         from negforge.generation.journal import journal_path_for
 
-        typer.echo(
+        raise Interrupted(
             f"interrupted: finished queries are kept in {journal_path_for(output)}; "
-            "rerun the same command to continue",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+            "rerun the same command to continue (they cost nothing again)"
+        ) from None
     for line in summary.lines():
         typer.echo(line)
     typer.echo(f"wrote {output}")

@@ -15,8 +15,9 @@ from typing import Any
 
 import typer
 
+from negforge.atomic import check_output
 from negforge.cli.app import app
-from negforge.errors import ConfigError
+from negforge.errors import ConfigError, Interrupted
 from negforge.trainer.config import PRESETS, leaf_fields
 
 #: Settings that have a hand-written option on ``train``.
@@ -222,6 +223,7 @@ def train_command(
         "device": device,
     }
     overrides.update({k: v for k, v in explicit.items() if v is not None})
+    check_output(output, folder=True, what="run")
     saved = output / "config.yaml"
     if resume and config is None and saved.is_file():
         config = saved
@@ -238,12 +240,28 @@ def train_command(
         ]
         if missing:
             raise ConfigError(f"missing {', '.join(missing)} (or give them in --config)")
-    result = run_training(cfg, output, resume=resume)
+    try:
+        result = run_training(cfg, output, resume=resume)
+    except KeyboardInterrupt:
+        raise _train_interrupted(output) from None
     if result.best_epoch is not None:
         typer.echo(
             f"done: {result.epochs_run} epochs; best.pt from epoch {result.best_epoch} "
             f"({cfg.select_on}/{cfg.select_metric} {result.best_metric:.2f}); run in {output}"
         )
+
+
+def _train_interrupted(output: Path) -> Interrupted:
+    """Ctrl-C in ``train``: what is saved (last.pt is written after every epoch)."""
+    last = output / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return Interrupted(f"interrupted before the first epoch ended: {output} holds no "
+                           "checkpoint yet (start again)")  # fmt: skip
+    from negforge.trainer.engine import read_checkpoint
+
+    epoch = int(read_checkpoint(last)["epoch"]) + 1
+    return Interrupted(f"interrupted: {last} holds epoch {epoch}; continue with the same "
+                       "command and --resume")  # fmt: skip
 
 
 @app.command("eval")
@@ -278,6 +296,7 @@ def eval_command(
             else checkpoint.parent
         )
         output = run_dir / "eval"
+    check_output(output, folder=True)
     evaluate_checkpoint(
         checkpoint,
         [EvalSplit.parse(s) for s in eval_splits],
@@ -318,6 +337,7 @@ def featurize_command(
     """Token-level text features of queries and hard negatives, in one HDF5 file."""
     from negforge.trainer.featurize import featurize
 
+    check_output(output, inputs=queries)
     report = featurize(
         queries,
         output,
@@ -344,6 +364,7 @@ def synth_command(
     """Write a small synthetic compositional grounding benchmark (train in < 2 min on CPU)."""
     from negforge.trainer.synth import SynthConfig, generate
 
+    check_output(output, folder=True)
     report = generate(
         output,
         SynthConfig(

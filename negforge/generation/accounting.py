@@ -153,6 +153,10 @@ class GenerationSummary(BaseModel):
     fallbacks: int = 0  # rows replaced by --on-invalid random/keep
     dropped: int = 0  # rows left empty by --on-invalid drop
     failed_queries: int = 0  # queries whose calls failed after all retries
+    failed_rows: int = 0  # their rows: flagged fallbacks or left empty (--on-failed)
+    on_failed: str = "error"  # what the failed rows became (--on-failed)
+    last_error: str | None = None  # the last backend error of a failed query (scrubbed)
+    cache_failure: str | None = None  # the response cache broke down mid-run (then unused)
     invalid_rows: int = 0  # generated rows whose backend answer stayed invalid
     invalid_rate: float = 0.0  # invalid_rows / generated rows
     valid_rows: int = 0  # output rows whose negative passes validation
@@ -191,6 +195,16 @@ class GenerationSummary(BaseModel):
                 f"{b.get('batch_requests', 0)} requests answered by batches, "
                 f"{b.get('online_requests', 0)} online; cost at batch price"
             )
+        if self.failed_queries:
+            became = ("random-baseline fills (fallback random_after_error)"
+                      if self.on_failed == "random" else "rows without a negative")
+            lines.append(
+                f"warning: {self.failed_queries} queries failed after every retry; their "
+                f"{self.failed_rows} rows are {became}; last error: {self.last_error}"
+            )
+        if self.cache_failure:
+            lines.append(f"warning: the response cache failed ({self.cache_failure}); "
+                         "answers after that were not cached")  # fmt: skip
         return lines
 
 

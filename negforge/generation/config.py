@@ -19,6 +19,7 @@ DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
 CACHE_DIR_ENV = "NEGFORGE_CACHE_DIR"
 
 OnInvalid = Literal["drop", "random", "keep"]
+OnFailed = Literal["error", "random", "drop"]
 ClientKind = Literal["auto", "openai", "litellm"]
 ResponseFormatKind = Literal["auto", "json_schema", "json_object", "none"]
 BatchRetry = Literal["batch", "online"]
@@ -76,18 +77,36 @@ class GenerateConfig(BaseModel):
     )
     dict_sample: int = Field(default=40, ge=1, description="dictionary words per type shown")
     seed: int = 0
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=256, ge=1)
     max_attempts: int = Field(default=3, ge=1, description="calls per query incl. re-asks")
     on_invalid: OnInvalid = "random"
+    max_failed: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="share of queries whose backend calls may fail (after every retry) "
+        "before the run fails with exit code 3",
+    )
+    on_failed: OnFailed = Field(
+        default="error",
+        description="what the rows of a failed query become: error (no artifact when more "
+        "than max_failed failed; within it, rows without a negative), random (a flagged "
+        "random-baseline fill) or drop (no negative); failed queries are retried by a rerun",
+    )
     allow_phrases: bool = False
     require_dict_words: bool = False
     concurrency: int = Field(default=16, ge=1)
-    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
-    tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
-    timeout_s: float = Field(default=60.0, gt=0)
+    rpm: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="requests per minute"
+    )
+    tpm: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="tokens per minute"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     max_retries: int = Field(default=6, ge=0, description="retries per call on 429/5xx/...")
-    max_backoff_s: float = Field(default=60.0, gt=0)
+    max_backoff_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     cache_dir: Path | None = None
     no_cache: bool = False
     resume: bool = Field(default=True, description="reuse finished rows of an earlier run")

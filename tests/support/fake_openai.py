@@ -56,7 +56,9 @@ FaultKind = Literal[
     "copy_original",  # 200 whose first fill of level 1 is the masked original word
     "auth",  # 401 (echoes the presented API key in the error message, as a hostile server)
     "bad_request",  # 400
+    "leak_key",  # 200 whose first fill is the presented credentials (leak_encoding applied)
 ]
+LeakEncoding = Literal["raw", "base64", "url", "hex"]
 
 MODEL_ID = "fake-gpt"
 _FENCE = re.compile(r"```json\s*(\{.*?\})\s*```", re.DOTALL)
@@ -137,6 +139,7 @@ class FaultRule(BaseModel):
     limit: int | None = None  # fire at most this many times in total
     retry_after_s: float = 1.0  # rate_limit: the Retry-After header (seconds)
     stall_s: float = 3600.0  # stall: how long to hold the request
+    leak_encoding: LeakEncoding = "raw"  # leak_key: how the credentials are echoed
 
     def matches(self, number: int, query: str | None, attempt: int) -> bool:
         """Whether this rule applies to the request (ignores ``limit``)."""
@@ -305,15 +308,35 @@ def build_answer(body: dict[str, Any], fault: FaultKind | None) -> str:
     return json.dumps(fills)
 
 
+def leak_answer(body: dict[str, Any], credentials: str, encoding: LeakEncoding) -> str:
+    """A well-formed answer whose first fill echoes ``credentials`` (a hostile server)."""
+    import base64
+    import urllib.parse
+
+    fills = json.loads(build_answer(body, None))
+    secret = {
+        "raw": credentials,
+        "base64": base64.b64encode(f"token={credentials};".encode()).decode(),
+        "url": urllib.parse.quote(credentials, safe=""),
+        "hex": credentials.encode().hex(),
+    }[encoding]
+    first = min(fills, key=lambda n: (len(n), n)) if fills else "level_1"
+    fills.setdefault(first, [""])[0] = secret
+    return json.dumps(fills)
+
+
 def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
 def completion_payload(
-    body: dict[str, Any], fault: FaultKind | None, number: int, received: float
+    body: dict[str, Any], fault: FaultKind | None, number: int, received: float,
+    content: str | None = None,
 ) -> dict[str, Any]:
-    """The chat.completion object answering a request (a content fault applied)."""
-    content = build_answer(body, fault)
+    """The chat.completion object answering a request (a content fault applied, unless
+    ``content`` is given)."""
+    if content is None:
+        content = build_answer(body, fault)
     prompt_tokens = _estimate_tokens(json.dumps(body.get("messages", [])))
     completion_tokens = _estimate_tokens(content)
     return {
@@ -440,7 +463,8 @@ def build_app(state: _FakeState) -> web.Application:
             body=body if config.record_bodies else {},
         )
 
-        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        authorization = request.headers.get("Authorization", "")
+        presented = authorization.removeprefix("Bearer ").strip()
         if fault is None and config.api_key is not None and presented != config.api_key:
             fault = entry.fault = "auth"
 
@@ -481,7 +505,14 @@ def build_app(state: _FakeState) -> web.Application:
         elif body.get("stream"):
             response = _error(400, "the fake server does not stream", "invalid_request_error")
         else:
-            response = web.json_response(completion_payload(body, fault, number, received))
+            content = (
+                leak_answer(body, authorization, rule.leak_encoding)
+                if fault == "leak_key" and rule is not None
+                else None
+            )
+            response = web.json_response(
+                completion_payload(body, fault, number, received, content=content)
+            )
         entry.status = response.status
         entry.answered_at = time.time()
         state.record(entry)
@@ -750,7 +781,8 @@ class FakeOpenAIProcess:
         self.process = None
 
     def __enter__(self) -> FakeOpenAIProcess:
-        return self.start()
+        # spawn_fake_openai() already started it: a second start would leak the first process
+        return self if self.process is not None and self.process.poll() is None else self.start()
 
     def __exit__(self, *_: object) -> None:
         self.stop()
