@@ -70,8 +70,9 @@ def read_manifest(path: str | Path) -> DatasetManifest:
     path = Path(path)
     manifest = path / MANIFEST
     if not manifest.is_file():
-        raise InputError(f"a folder without {MANIFEST}: not a finished negforge dataset "
-                         "(rerun the stage that makes it)", path=path)  # fmt: skip
+        raise InputError(f"is a folder without {MANIFEST}, so not a Parquet artifact nor a "
+                         "finished negforge dataset (rerun the stage that makes it)",
+                         path=path)  # fmt: skip
     try:
         return DatasetManifest.model_validate_json(manifest.read_bytes())
     except ValueError as exc:
