@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -208,14 +209,8 @@ def _generate_shard(batch: dict[str, Any], *, inputs: list[str], shards: list[Sh
                                         fingerprint=shard.fingerprint)  # fmt: skip
             summary = result.model_dump()
         out["shard"].append(shard.index)
-        out["summary"].append(json_dumps(summary))
+        out["summary"].append(json.dumps(summary, sort_keys=True, default=str))
     return pa.table(out)
-
-
-def json_dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 # --- the engine (driver side) ----------------------------------------------------------------
@@ -443,8 +438,6 @@ class RayEngine:
                              config=config.model_dump(mode="json"),
                              api_bases=list(self.options.api_bases))  # fmt: skip
             return sorted(done.take_all(), key=lambda row: int(row["shard"]))
-
-        import json
 
         rows = self._with_retries(stage.name or stage.stage, run)
         summaries = [json.loads(str(row["summary"])) for row in rows]
