@@ -213,12 +213,15 @@ def write_artifact(
 
 
 def read_provenance(path: str | Path) -> Provenance:
-    """Read only the provenance of an artifact (cheap: the footer alone)."""
+    """Read only the provenance of an artifact (cheap: the footer alone, or a dataset's
+    manifest)."""
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path=path)
-    if path.is_dir():
-        raise InputError("is a folder, not a Parquet artifact", path=path)
+    if path.is_dir():  # a partitioned artifact (negforge.datasets), or an error naming it
+        from negforge.datasets import read_manifest
+
+        return read_manifest(path).provenance
     try:
         metadata = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException) as exc:
@@ -246,6 +249,10 @@ def read_artifact(
             f"(this negforge reads version {expected})",
             path=path,
         )
+    if Path(path).is_dir():
+        from negforge.datasets import read_table
+
+        return read_table(path), provenance
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
@@ -254,9 +261,22 @@ def read_artifact(
 
 
 def artifact_rows(path: str | Path) -> int:
-    """The number of rows of an artifact (its footer only)."""
+    """The number of rows of an artifact (its footer only, or a dataset's manifest)."""
     read_provenance(path)  # a readable negforge artifact, or InputError naming it
+    if Path(path).is_dir():
+        from negforge.datasets import read_manifest
+
+        return read_manifest(path).rows
     return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """The content hash of an artifact: the file's sha256, or a dataset's (its parts')."""
+    if Path(path).is_dir():
+        from negforge.datasets import dataset_sha256
+
+        return dataset_sha256(path)
+    return sha256_file(path)
 
 
 def load_rows(path: str | Path, model: type[RowT]) -> list[RowT]:

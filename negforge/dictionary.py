@@ -70,6 +70,49 @@ def count_words(parsed: Iterable[Sequence[Token]]) -> list[DictionaryEntry]:
     return entries
 
 
+#: ``(type, word, lemma)`` -> occurrences: what one shard contributes to D (a sum reduces).
+LemmaCounts = Counter[tuple[str, str, str]]
+
+
+def lemma_counts(parsed: Iterable[Sequence[Token]]) -> LemmaCounts:
+    """Partial counts of a parsed shard: ``(type, word, lemma)`` occurrences.
+
+    Summing the counts of every shard and passing them to :func:`entries_from_lemma_counts`
+    gives :func:`count_words` of the whole corpus (the rules of the module docstring).
+    """
+    counts: LemmaCounts = Counter()
+    pos_to_type = POS_TO_TYPE
+    for tokens in parsed:
+        for text, pos, _dep, lemma in tokens:
+            kind = pos_to_type.get(pos)
+            if kind is not None:
+                word = text.lower()
+                counts[(kind, word, lemma.lower() or word)] += 1
+    return counts
+
+
+def entries_from_lemma_counts(counts: LemmaCounts) -> list[DictionaryEntry]:
+    """Dictionary entries from (summed) partial counts, ordered as :func:`count_words`."""
+    totals: Counter[tuple[str, str]] = Counter()
+    lemmas: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for (kind, word, lemma), count in counts.items():
+        totals[(kind, word)] += count
+        lemmas[(kind, word)][lemma] += count
+    rank = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
+    entries = [
+        DictionaryEntry(
+            type=kind,  # type: ignore[arg-type]
+            word=word,
+            lemma=min(lemmas[(kind, word)].items(), key=lambda item: (-item[1], item[0]))[0],
+            count=count,
+        )
+        for (kind, word), count in totals.items()
+        if any(ch.isalpha() for ch in word)
+    ]
+    entries.sort(key=lambda e: (rank[e.type], -e.count, e.word))
+    return entries
+
+
 def entries_table(entries: Sequence[DictionaryEntry]) -> pa.Table:
     """The dictionary artifact's table (built column-wise: no per-row conversion)."""
     return pa.table(
@@ -165,20 +208,11 @@ def build_dictionary(
         results.append(result)
     with gc_paused():
         entries = count_words(parsed_all)
-    per_type: dict[str, int] = {
-        k: sum(1 for e in entries if e.type == k) for k in PRIMITIVE_TYPES
-    }
-    provenance = Provenance(
-        kind="dictionary",
-        schema_version=SCHEMA_VERSIONS["dictionary"],
-        input_files=[str(p) for p in inputs],
-        input_sha256=[sha256_file(p) for p in inputs],
-        spacy_model=model_name,
-        spacy_version=model_version,
+    per_type = type_sizes(entries)
+    provenance = dictionary_provenance(
+        inputs, entries, spacy_model=model_name, spacy_version=model_version,
         settings={"on_error": on_error, "format": fmt, "split": split},
-        fingerprint=fingerprint,
-        summary={"queries": queries, "entries": len(entries), "per_type": per_type,
-                 "bad_rows": bad},
+        fingerprint=fingerprint, queries=queries, bad_rows=bad,
     )
     summary = summary_path(output)
     reports: list[Path] = []
@@ -190,6 +224,37 @@ def build_dictionary(
         write_artifact(output, entries_table(entries), provenance, group)
         group.write_text(summary, summary_text(entries))
     return BuildResult(output, summary, queries, len(entries), per_type, bad, reports)
+
+
+def type_sizes(entries: Sequence[DictionaryEntry]) -> dict[str, int]:
+    """Words of D per primitive type."""
+    return {k: sum(1 for e in entries if e.type == k) for k in PRIMITIVE_TYPES}
+
+
+def dictionary_provenance(
+    inputs: Sequence[str | Path],
+    entries: Sequence[DictionaryEntry],
+    *,
+    spacy_model: str | None,
+    spacy_version: str | None,
+    settings: dict[str, object],
+    fingerprint: str | None,
+    queries: int,
+    bad_rows: int,
+) -> Provenance:
+    """The provenance of a dictionary artifact (whichever engine built it)."""
+    return Provenance(
+        kind="dictionary",
+        schema_version=SCHEMA_VERSIONS["dictionary"],
+        input_files=[str(p) for p in inputs],
+        input_sha256=[sha256_file(p) for p in inputs],
+        spacy_model=spacy_model,
+        spacy_version=spacy_version,
+        settings=settings,
+        fingerprint=fingerprint,
+        summary={"queries": queries, "entries": len(entries), "per_type": type_sizes(entries),
+                 "bad_rows": bad_rows},
+    )
 
 
 class DictionaryIndex:

@@ -317,6 +317,52 @@ def mask_columns(
     return table.to_pydict(), unmaskable
 
 
+def masked_provenance(
+    input_path: str | Path,
+    *,
+    spacy_model: str | None,
+    spacy_version: str | None,
+    chosen: Sequence[Fraction],
+    preset: str | None,
+    excluded: frozenset[str],
+    on_error: str,
+    fmt: str,
+    split: str | None,
+    fingerprint: str | None,
+    queries: int,
+    rows: int,
+    levels: int,
+    unmaskable: list[str],
+    bad_rows: int,
+) -> Provenance:
+    """The provenance of a masked artifact (whichever engine masked it)."""
+    return Provenance(
+        kind="masked",
+        schema_version=SCHEMA_VERSIONS["masked"],
+        input_files=[str(input_path)],
+        input_sha256=[sha256_file(input_path)],
+        spacy_model=spacy_model,
+        spacy_version=spacy_version,
+        ratios=[float(r) for r in chosen],
+        settings={
+            "preset": preset,
+            "ratios": [str(r) for r in chosen],
+            "exclude_types": sorted(excluded),
+            "on_error": on_error,
+            "format": fmt,
+            "split": split,
+        },
+        fingerprint=fingerprint,
+        summary={
+            "queries": queries,
+            "rows": rows,
+            "levels": levels,
+            "unmaskable_qids": unmaskable,
+            "bad_rows": bad_rows,
+        },
+    )
+
+
 def mask_file(
     input_path: str | Path,
     output: str | Path,
@@ -348,30 +394,12 @@ def mask_file(
         parsed = parse_texts([r.query for r in result.records], spacy_model,
                              cache_dir=cache_dir)
         table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
-    provenance = Provenance(
-        kind="masked",
-        schema_version=SCHEMA_VERSIONS["masked"],
-        input_files=[str(input_path)],
-        input_sha256=[sha256_file(input_path)],
-        spacy_model=parsed.model.name,
-        spacy_version=parsed.model.version,
-        ratios=[float(r) for r in chosen],
-        settings={
-            "preset": preset if ratios is None else None,
-            "ratios": [str(r) for r in chosen],
-            "exclude_types": sorted(excluded),
-            "on_error": on_error,
-            "format": result.format,
-            "split": split,
-        },
-        fingerprint=fingerprint,
-        summary={
-            "queries": len(result.records),
-            "rows": table.num_rows,
-            "levels": len(chosen),
-            "unmaskable_qids": unmaskable,
-            "bad_rows": len(result.bad_rows),
-        },
+    provenance = masked_provenance(
+        input_path, spacy_model=parsed.model.name, spacy_version=parsed.model.version,
+        chosen=chosen, preset=preset if ratios is None else None, excluded=excluded,
+        on_error=on_error, fmt=result.format, split=split, fingerprint=fingerprint,
+        queries=len(result.records), rows=table.num_rows, levels=len(chosen),
+        unmaskable=unmaskable, bad_rows=len(result.bad_rows),
     )
     with atomic_files() as group:
         report = result.write_report(report_path(output), group)

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -211,11 +211,13 @@ def stage_fingerprint(
     stage: str, input_files: Sequence[Path], settings: dict[str, Any]
 ) -> str:
     """Fingerprint of a stage: input file hashes, its code version, its settings."""
-    from negforge.artifacts import sha256_file
+    from negforge.artifacts import artifact_sha256
+    from negforge.datasets import is_dataset
 
     payload = {
         "stage": stage,
-        "inputs": [sha256_file(p) if p.is_file() else f"missing:{p}" for p in input_files],
+        "inputs": [artifact_sha256(p) if p.is_file() or is_dataset(p) else f"missing:{p}"
+                   for p in input_files],
         "code": code_version(stage),
         "settings": settings,
     }
@@ -229,7 +231,9 @@ def sidecar_path(output: Path) -> Path:
 
 def recorded_fingerprint(output: Path) -> str | None:
     """The fingerprint stored with an existing output (None when absent or unreadable)."""
-    if not output.is_file():
+    from negforge.datasets import is_dataset
+
+    if not (output.is_file() or is_dataset(output)):
         return None
     if output.suffix == ".parquet":
         from negforge.artifacts import read_provenance
@@ -709,13 +713,16 @@ def run_pipeline(
     output_dir: str | Path | None = None,
     echo: Callable[[str], None] | None = None,
     allow_empty: bool = False,
+    engine: StageEngine | None = None,
 ) -> list[StageOutcome]:
     """Run a pipeline file's stages in order, skipping those whose fingerprint is unchanged.
 
     The whole file is checked before the first stage runs (:func:`load_spec`, then input
     files, outputs and the backend). A generate stage with failed queries is never skipped:
     its rerun retries them. A stage's outputs (its artifact, summary, bad-row report and
-    provenance sidecar) are written together.
+    provenance sidecar) are written together. ``engine`` (e.g.
+    :class:`negforge.ray_engine.RayEngine`) runs the stages it handles in its own way, with
+    the same inputs, outputs and fingerprints; the others run here.
     """
     from negforge.atomic import atomic_files, check_output
 
@@ -747,11 +754,19 @@ def run_pipeline(
                                    "unchanged")
         else:
             try:
-                with atomic_files() as group:
-                    message, summary = run(fingerprint, group)
-                    if output.suffix != ".parquet":
-                        _write_sidecar(group, output, stage.stage, fingerprint, inputs, settings,
-                                       summary)  # fmt: skip
+                if engine is not None and engine.handles(stage.stage):
+                    message, summary = engine.run(stage, inputs, output, fingerprint,
+                                                  spacy_model=spec.spacy_model,
+                                                  cache_dir=cache_dir)  # fmt: skip
+                else:
+                    from negforge.datasets import remove_dataset
+
+                    remove_dataset(output)  # a partitioned artifact of another engine
+                    with atomic_files() as group:
+                        message, summary = run(fingerprint, group)
+                        if output.suffix != ".parquet":
+                            _write_sidecar(group, output, stage.stage, fingerprint, inputs,
+                                           settings, summary)  # fmt: skip
             except KeyboardInterrupt:
                 if echo is not None:
                     echo(f"[{name}] interrupted")
@@ -768,6 +783,15 @@ def run_pipeline(
 
 
 _Runner = Callable[[str, AtomicFiles], tuple[str, dict[str, Any]]]
+
+
+class StageEngine(Protocol):
+    """Runs some stage kinds its own way (``negforge run --engine ray``)."""
+
+    def handles(self, stage: str) -> bool: ...
+
+    def run(self, stage: Any, inputs: Sequence[Path], output: Path, fingerprint: str, *,
+            spacy_model: str | None, cache_dir: Path) -> tuple[str, dict[str, Any]]: ...
 
 
 def _plan(

@@ -85,6 +85,18 @@ def generate_command(
         help="grammar backends (local): fills must be prompt dictionary words of the mask's "
         "type (default: on for local)",
     ),
+    batch: bool = typer.Option(
+        False, "--batch", help="send the requests through the OpenAI Batch API (half price, "
+        "answers within 24 h); a killed run resumes polling the same batches"
+    ),
+    batch_retry: str = typer.Option(
+        "batch", "--batch-retry", help="batch | online: where re-asks and failed requests go"
+    ),
+    batch_poll_s: float = typer.Option(30.0, "--batch-poll-s",
+                                       help="first pause between polls (grows to 300 s)"),
+    batch_max_requests: int | None = typer.Option(
+        None, "--batch-max-requests", help="requests per batch file (API limit 50000)"
+    ),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="print calls, tokens and cost; spend nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -126,6 +138,10 @@ def generate_command(
         "limit": limit,
         "constrain_fills": constrain_fills,
         "quiet": quiet,
+        "batch": batch,
+        "batch_retry": batch_retry,
+        "batch_poll_s": batch_poll_s,
+        "batch_max_requests": batch_max_requests,
     }
     settings = {key: value for key, value in settings.items() if value is not None}
     try:

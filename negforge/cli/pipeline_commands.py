@@ -121,7 +121,12 @@ def inspect_command(
     from negforge.artifacts import provenance_json, read_provenance
 
     provenance = read_provenance(artifact)
-    rows = pq.ParquetFile(artifact).metadata.num_rows
+    if artifact.is_dir():  # a partitioned artifact (negforge run --engine ray)
+        from negforge.datasets import read_manifest
+
+        rows = read_manifest(artifact).rows
+    else:
+        rows = pq.ParquetFile(artifact).metadata.num_rows
     typer.echo(provenance_json(provenance))
     typer.echo(f"{artifact}: {provenance.kind} artifact, {rows} rows")
 
@@ -217,22 +222,53 @@ def run_command(
         None, "--output-dir", help="where artifacts go (default outputs/<pipeline name>/)"
     ),
     allow_empty: bool = _allow_empty_option(),
+    engine: str = typer.Option(
+        "local", "--engine", help="local | ray: build-dict, mask and generate on Ray Data "
+        "(needs negforge[ray])"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="ray: an existing Ray cluster (default: a local instance)"
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="ray: parallel shard tasks (local instance: its CPUs; "
+        "default: all cores)"
+    ),
+    shard_size: int = typer.Option(2000, "--shard-size", help="ray: queries per shard"),
+    api_bases: list[str] = typer.Option(
+        [], "--api-base", help="ray: OpenAI-compatible endpoints for generate stages, spread "
+        "over the shards (repeatable)"
+    ),
 ) -> None:
     """Run a pipeline's stages in order; unchanged stages (same fingerprint) are skipped.
 
     The whole pipeline file is checked before the first stage runs.
     """
-    from negforge.errors import Interrupted
+    from negforge.errors import ConfigError, Interrupted
     from negforge.pipeline import run_pipeline
 
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address or workers or api_bases):
+        raise ConfigError("--address, --workers and --api-base go with --engine ray")
+    stage_engine = None
+    if engine == "ray":
+        from negforge.ray_engine import RayEngine, RayOptions
+
+        stage_engine = RayEngine(RayOptions(address=address, workers=workers,
+                                            shard_size=shard_size, api_bases=tuple(api_bases),
+                                            echo=typer.echo))  # fmt: skip
     try:
         outcomes = run_pipeline(pipeline, overrides=set_, input_overrides=input_, force=force,
-                                output_dir=output_dir, echo=typer.echo, allow_empty=allow_empty)
+                                output_dir=output_dir, echo=typer.echo, allow_empty=allow_empty,
+                                engine=stage_engine)  # fmt: skip
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: finished stages are kept; rerun `negforge run {pipeline}` to go on "
             "(unchanged stages are skipped, a generate stage resumes from its journal)"
         ) from None
+    finally:
+        if stage_engine is not None:
+            stage_engine.close()
     ran = sum(1 for o in outcomes if o.status == "ran")
     where = outcomes[-1].output.parent if outcomes else output_dir
     typer.echo(f"pipeline {pipeline}: {ran} stages ran, {len(outcomes) - ran} skipped -> {where}")

@@ -113,6 +113,58 @@ class ResponseCache:
         with contextlib.suppress(OSError, sqlite3.Error):
             self._cache.close()
 
+    def flush(self) -> None:
+        """Commit queued writes (every write is committed at once here)."""
+
+    def set_many(self, items: Sequence[tuple[str, CachedAnswer]]) -> None:
+        """Store several answers in one SQLite transaction (one commit for all)."""
+        if self.failure is not None:
+            return
+        try:
+            with self._cache.transact():
+                for key, answer in items:
+                    ResponseCache.set(self, key, answer)  # the direct write, also in subclasses
+        except (OSError, sqlite3.Error) as exc:
+            self._broken(exc)
+
+
+class BatchedWriteCache(ResponseCache):
+    """A :class:`ResponseCache` that commits its writes in batches, on the caller's thread.
+
+    A diskcache ``set`` is a SQLite transaction: ~0.2 ms of wall time, 10 % of a request's
+    CPU budget on a generation run's event loop. Here answers gather in memory (``get``
+    sees them) and ``batch`` of them are committed in one transaction (a third of the CPU,
+    one commit). No thread: a writer thread would take the GIL from the event loop in the
+    middle of its work (the convoy effect) and cost more wall time than it saves.
+
+    Durability: the filler calls :meth:`flush` before it re-asks a query, and a finished
+    query is journaled the moment it finishes, so a kill loses only cached answers that no
+    resume needs (those of finished queries; a rerun to a fresh output pays for them again).
+    """
+
+    def __init__(self, directory: str | Path, *, batch: int = 64) -> None:
+        super().__init__(directory)
+        self._pending: dict[str, CachedAnswer] = {}
+        self._batch = batch
+
+    def get(self, key: str) -> CachedAnswer | None:
+        queued = self._pending.get(key)
+        return queued if queued is not None else super().get(key)
+
+    def set(self, key: str, answer: CachedAnswer) -> None:
+        self._pending[key] = answer
+        if len(self._pending) >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            items, self._pending = list(self._pending.items()), {}
+            ResponseCache.set_many(self, items)
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):

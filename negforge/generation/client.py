@@ -181,6 +181,26 @@ def openai_api_key(spec: BackendSpec) -> str:
     return key
 
 
+def chat_request_body(
+    model: str,
+    messages: Sequence[Mapping[str, str]],
+    response_format: Mapping[str, Any] | None,
+    params: SamplingParams,
+) -> dict[str, Any]:
+    """The ``/chat/completions`` body of one request (online and in Batch API files)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [dict(message) for message in messages],
+        "temperature": params.temperature,
+        "seed": params.seed,
+    }
+    if response_format is not None:
+        body["response_format"] = dict(response_format)
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    return body
+
+
 class OpenAIChatClient:
     """The shared ``openai.AsyncOpenAI`` client (no retries of its own: see retry.py)."""
 
@@ -200,18 +220,7 @@ class OpenAIChatClient:
         response_format: Mapping[str, Any] | None,
         params: SamplingParams,
     ) -> Completion:
-        extra: dict[str, Any] = {}
-        if response_format is not None:
-            extra["response_format"] = dict(response_format)
-        if params.max_tokens is not None:
-            extra["max_tokens"] = params.max_tokens
-        body: dict[str, Any] = {
-            "model": self._model,
-            "messages": [dict(message) for message in messages],
-            "temperature": params.temperature,
-            "seed": params.seed,
-            **extra,
-        }
+        body = chat_request_body(self._model, messages, response_format, params)
         # ``client.post`` is the SDK's documented way to send a prepared body: it skips the
         # typed-parameter transform and the response models of ``chat.completions.create``,
         # which cost about as much CPU per request as everything else negforge does.

@@ -22,6 +22,10 @@ OnInvalid = Literal["drop", "random", "keep"]
 OnFailed = Literal["error", "random", "drop"]
 ClientKind = Literal["auto", "openai", "litellm"]
 ResponseFormatKind = Literal["auto", "json_schema", "json_object", "none"]
+BatchRetry = Literal["batch", "online"]
+#: The OpenAI Batch API's limits per batch input file: requests and bytes.
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200 * 1024 * 1024
 
 # Settings that change what a run produces; the others (concurrency, limits, cache location,
 # verbosity) only change how fast or how loudly it gets there.
@@ -117,6 +121,20 @@ class GenerateConfig(BaseModel):
         description="grammar backends (llm=local): each fill must be one of the prompt's "
         "dictionary words of the mask's type; None: on for local, off elsewhere",
     )
+    # The OpenAI Batch API (negforge.generation.batch_*): how requests travel, not what a run
+    # produces, so none of these is an output setting.
+    batch: bool = Field(default=False, description="send requests through the Batch API")
+    batch_retry: BatchRetry = Field(
+        default="batch",
+        description="re-asks and failed requests: in a follow-up batch, or online",
+    )
+    batch_poll_s: float = Field(default=30.0, gt=0, description="first wait between polls")
+    batch_max_poll_s: float = Field(default=300.0, gt=0, description="longest wait between polls")
+    batch_max_requests: int = Field(default=BATCH_MAX_REQUESTS, ge=1, le=BATCH_MAX_REQUESTS,
+                                    description="requests per batch input file")
+    batch_max_bytes: int = Field(default=BATCH_MAX_BYTES, ge=1024, le=BATCH_MAX_BYTES,
+                                 description="bytes per batch input file")
+    batch_completion_window: str = "24h"
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +147,8 @@ class GenerateConfig(BaseModel):
     def _check_combinations(self) -> GenerateConfig:
         if self.llm == RANDOM_BACKEND and self.api_base:
             raise ValueError("api_base makes no sense with llm=random")
+        if self.batch and self.llm == RANDOM_BACKEND:
+            raise ValueError("batch makes no sense with llm=random (nothing is sent)")
         return self
 
     @property

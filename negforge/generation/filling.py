@@ -398,6 +398,8 @@ class LLMFiller:
             if all(chosen_valid):
                 break
             if attempt + 1 < self.config.max_attempts:
+                if self.cache is not None:
+                    self.cache.flush()  # the answer to re-ask about must survive a kill
                 problems = _problems(results, job.levels, parsed.problem)
                 messages = [
                     *messages,

@@ -7,6 +7,10 @@ most the last few lines without the event loop ever blocking on the disk. The fi
 records the run key: a journal left by a run with other inputs or settings is discarded.
 A torn last line (a kill mid-write) is cut off on open. A journal that cannot be written
 (a read-only or full disk) raises :class:`~negforge.errors.OutputError` naming its path.
+
+Besides finished queries (lines with a ``qid``), a run may record events (lines with an
+``event`` key, e.g. the Batch API's planned, uploaded and created batches): they are kept in
+:attr:`RunJournal.events`, in order, with the same durability.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,13 @@ def journal_path_for(output_path: Path) -> Path:
 
 
 class _Syncer(threading.Thread):
-    """fsyncs a file descriptor whenever asked, coalescing requests (group commit)."""
+    """fsyncs a file descriptor whenever asked, coalescing requests (group commit).
+
+    At most one fsync per ``pause_s``: each wake-up of this thread takes the GIL from the
+    event loop, so it must not happen per finished query.
+    """
+
+    pause_s = 0.2
 
     def __init__(self, fd: int) -> None:
         super().__init__(name="negforge-journal-fsync", daemon=True)
@@ -43,7 +54,8 @@ class _Syncer(threading.Thread):
         self.error: OSError | None = None  # an fsync failure, raised by the next append
 
     def request(self) -> None:
-        self._wanted.set()
+        if not self._wanted.is_set():  # already asked: nothing to wake
+            self._wanted.set()
 
     def run(self) -> None:
         while True:
@@ -56,6 +68,7 @@ class _Syncer(threading.Thread):
                 return
             if self._stopping:
                 return
+            time.sleep(self.pause_s)
 
     def stop(self) -> None:
         self._stopping = True
@@ -70,6 +83,7 @@ class RunJournal:
         self.path = path
         self.run_key = run_key
         self.entries: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
         self._fd: int | None = None
         self._syncer: _Syncer | None = None
 
@@ -123,6 +137,8 @@ class RunJournal:
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("qid"), str):
                 self.entries[entry["qid"]] = entry
+            elif isinstance(entry, dict) and isinstance(entry.get("event"), str):
+                self.events.append(entry)
         return True
 
     def __contains__(self, qid: object) -> bool:
@@ -148,6 +164,22 @@ class RunJournal:
         if self._syncer is not None:
             self._syncer.request()
 
+    def append_event(self, event: Mapping[str, Any]) -> None:
+        """Record an event (an ``event`` key, no ``qid``): written and fsynced before return
+        (events are rare, and losing one could mean paying for a batch twice)."""
+        if "event" not in event or "qid" in event:
+            raise ValueError("a journal event has an 'event' key and no 'qid'")
+        if self._fd is None:
+            raise RuntimeError("the journal is closed")
+        data = memoryview((json.dumps(event, separators=(",", ":")) + "\n").encode())
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise _journal_error(self.path, exc) from exc
+        self.events.append(dict(event))
+
     def close(self) -> None:
         """Flush to disk and close (idempotent)."""
         if self._syncer is not None:
@@ -163,10 +195,10 @@ class RunJournal:
                 os.close(fd)
 
     def keep(self) -> None:
-        """Close after a failed or interrupted run: kept when it holds finished queries
-        (the rerun takes them), deleted when it holds none."""
+        """Close after a failed or interrupted run: kept when it holds finished queries or
+        events (the rerun takes them; events name batches still running), else deleted."""
         self.close()
-        if not self.entries:
+        if not self.entries and not self.events:
             self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
