@@ -53,7 +53,8 @@ def results_frame(sweep: Sweep, results: Sequence[TrialResult]) -> pd.DataFrame:
         for split, metrics in result.metrics.items():
             for name in METRICS:
                 if name in metrics:
-                    row[f"{split}/{name}"] = metrics[name]
+                    value = metrics[name]
+                    row[f"{split}/{name}"] = float("nan") if value is None else value
         rows.append(row)
     columns = ["trial", *sweep.axis_names, *FIXED_COLUMNS[1:]]
     frame = pd.DataFrame(rows)

@@ -90,7 +90,8 @@ def _recorded_fingerprint(directory: Path) -> str | None:
 
 def split_finished(specs: Sequence[TrialSpec]) -> tuple[list[TrialSpec], list[TrialSpec]]:
     """(finished, to run); a folder recorded with another config is a :class:`ConfigError`."""
-    finished, pending = [], []
+    finished: list[TrialSpec] = []
+    pending: list[TrialSpec] = []
     for spec in specs:
         recorded = _recorded_fingerprint(spec.directory)
         if recorded is not None and recorded != spec.fingerprint:
@@ -130,9 +131,8 @@ def run_sweep(
     failed: dict[str, str] = {}
     ran: list[str] = []
 
-    def record(result: TrialResult, done_count: list[int] = [0]) -> None:  # noqa: B006
-        done_count[0] += 1
-        progress = f"[{done_count[0]}/{len(pending)}]"
+    def record(result: TrialResult) -> None:
+        progress = f"[{len(ran) + len(failed) + 1}/{len(pending)}]"
         if result.status == "done":
             ran.append(result.id)
             summary = _headline(result)

@@ -39,7 +39,6 @@ from negforge.trainer.config import (
     TrainConfig,
     build_config,
     leaf_fields,
-    read_yaml_config,
     resolve_data_paths,
 )
 
@@ -60,7 +59,7 @@ class ReportSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    splits: list[str] | None = Field(None, description="default: every evaluated split")
+    splits: list[str] | None = Field(default=None, description="default: every evaluated split")
     metrics: list[str] = Field(default_factory=lambda: ["R1@0.5", "R1@0.7", "mIoU"])
 
 
@@ -93,7 +92,7 @@ class SweepFile(BaseModel):
     set: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [2018], min_length=1)
-    report: ReportSpec = Field(default_factory=ReportSpec)
+    report: ReportSpec = Field(default_factory=lambda: ReportSpec())
     plots: list[PlotSpec] = Field(default_factory=list)
 
 

@@ -11,6 +11,7 @@ exists. The trainer's output goes to ``TRIAL_DIR/train.log``; a failure to
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import traceback
 from pathlib import Path
@@ -52,7 +53,7 @@ class TrialResult(BaseModel):
     epochs_run: int = 0
     wall_s: float = 0.0
     resumed: bool = False
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, dict[str, float | None]] = {}
     error: str | None = None
 
 
@@ -82,8 +83,13 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     (directory / ERROR_FILE).unlink(missing_ok=True)
     resumed = (directory / "checkpoints" / "last.pt").is_file()
     start = time.perf_counter()
-    base = dict(
-        id=spec.id, cell=spec.cell, seed=spec.seed, fingerprint=spec.fingerprint, resumed=resumed
+    base = TrialResult(
+        id=spec.id,
+        cell=spec.cell,
+        seed=spec.seed,
+        fingerprint=spec.fingerprint,
+        status="failed",
+        resumed=resumed,
     )
     try:
         with open(directory / LOG_FILE, "a", encoding="utf-8") as log, _redirected(log):
@@ -93,26 +99,23 @@ def run_trial(spec: TrialSpec) -> TrialResult:
                 torch.set_num_threads(spec.threads)
             cfg = build_config(preset=spec.preset, yaml_path=spec.config, overrides=spec.overrides)
             outcome = train(cfg, directory, resume=resumed)
-    except BaseException as exc:  # noqa: BLE001 - recorded and reported by the sweep
+    except BaseException as exc:
         atomic_write_text(directory / ERROR_FILE, traceback.format_exc())
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        return TrialResult(
-            **base,
-            status="failed",
-            wall_s=time.perf_counter() - start,
-            error=f"{exc.__class__.__name__}: {exc}".splitlines()[0][:500],
-        )
-    result = TrialResult(
-        **base,
-        status="done",
-        best_epoch=outcome.best_epoch,
-        epochs_run=outcome.epochs_run,
-        wall_s=time.perf_counter() - start,
-        metrics={
-            split: {k: float(v) for k, v in metrics.metrics.items()}
-            for split, metrics in outcome.final_metrics.items()
-        },
+        reason = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:500]
+        return base.model_copy(update={"wall_s": time.perf_counter() - start, "error": reason})
+    result = base.model_copy(
+        update={
+            "status": "done",
+            "best_epoch": outcome.best_epoch,
+            "epochs_run": outcome.epochs_run,
+            "wall_s": time.perf_counter() - start,
+            "metrics": {
+                split: {k: None if math.isnan(v) else float(v) for k, v in metrics.metrics.items()}
+                for split, metrics in outcome.final_metrics.items()
+            },
+        }
     )
     write_result(directory, result)
     return result
