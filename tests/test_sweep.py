@@ -141,7 +141,8 @@ def test_ray_sweep_gives_the_same_table(local_sweep, tmp_path):
 
 
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(bench, tmp_path):
-    path = write_sweep(tmp_path, bench, set={**TINY, "optim.epochs": 6})
+    grid = {"variant": {"base": {"loss.shine.enabled": False}, "shine": {}}}
+    path = write_sweep(tmp_path, bench, set={**TINY, "optim.epochs": 5}, grid=grid, plots=[])
     output = tmp_path / "out"
     trials = output / "trials"
     process = subprocess.Popen(
@@ -175,16 +176,16 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(bench, tmp_pat
     assert killed_in not in before
     done = negforge("sweep", str(path), "-o", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"{len(before)} finished, {8 - len(before)} to run" in done.stdout
+    assert f"{len(before)} finished, {4 - len(before)} to run" in done.stdout
     after = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/result.json")}
-    assert len(after) == 8
+    assert len(after) == 4
     assert all(after[name] == mtime for name, mtime in before.items())  # not rerun
     resumed = json.loads((trials / killed_in / "result.json").read_text())
-    assert resumed["resumed"] is True and resumed["epochs_run"] < 6
-    assert len(pd.read_parquet(output / "results.parquet")) == 8
+    assert resumed["resumed"] is True and resumed["epochs_run"] < 5
+    assert len(pd.read_parquet(output / "results.parquet")) == 4
     # A third run has nothing to do.
     again = negforge("sweep", str(path), "-o", str(output))
-    assert "8 finished, 0 to run" in again.stdout
+    assert "4 finished, 0 to run" in again.stdout
 
 
 def test_a_grid_key_that_does_not_exist_exits_2_naming_it(bench, tmp_path):

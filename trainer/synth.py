@@ -16,6 +16,10 @@ The benchmark is built so that grounding needs *both* words of a query:
   with another verb ("person opens the box" next to "person opens the door" and "person
   closes the box"), plus ``extra_events`` unrelated events. A model keyed on one word picks
   a distractor about half the time.
+* **Co-occurrence priors.** Each seen verb has a preferred noun (and that noun the verb);
+  ``pair_skew`` of the seen events use it, the rest are uniform over the seen pairs. A
+  model that leans on these priors instead of reading both words picks the preferred-pair
+  distractor next to a novel composition, as real grounding models follow dataset biases.
 * **Held-out pairs and words.** ``held_out_pairs`` verb-noun pairs never occur in train,
   val or test_trivial (each of their words does, with other partners); they are the anchors
   of ``novel_composition`` (rows carry ``novels: {"v-n": [[verb, noun]]}``).
@@ -37,6 +41,7 @@ Written under DIR (the layouts of Moment-DETR / SHINE users):
   ``novel_composition.jsonl``, ``novel_word.jsonl``;
 * ``video_feats/{vid}.npy`` -- (clips, ``video_dim``) float32, one clip per ``clip_len`` s;
 * ``text_feats/{qid}.npz`` and ``{qid}_recomposed_gpt_{i}.npz`` -- ``last_hidden_state``;
+* ``videos.jsonl`` -- every video's events ``[verb, noun, start, end]``, the anchor first;
 * ``train_config.yaml`` -- a config for ``negforge train --config`` sized for a CPU run;
 * ``synth_info.json`` -- the config, sizes, vocabulary, held-out pairs and novel words.
 """
@@ -90,6 +95,9 @@ class SynthConfig(BaseModel):
         2, ge=0, le=2, description="events sharing the anchor's verb (1) and noun (2)"
     )
     extra_events: int = Field(0, ge=0, description="unrelated events per video")
+    pair_skew: float = Field(
+        0.5, ge=0, le=1, description="share of events drawn as a word's preferred partner"
+    )
     latent_dim: int = Field(6, ge=1, description="dimensions of a word's meaning")
     word_noise: float = Field(
         0.3, ge=0, description="word-specific part of a signature, not predictable from text"
@@ -155,6 +163,15 @@ class Vocabulary(BaseModel):
             novel_nouns=list(NOUN_POOL[config.nouns : config.nouns + config.novel_nouns]),
             held_out=held,
         )
+
+    def preferred_noun(self, verb: str) -> str | None:
+        """The noun a seen verb co-occurs with most in train (the diagonal; never held out)."""
+        if verb not in self.verbs:
+            return None
+        return self.nouns[self.verbs.index(verb) % len(self.nouns)]
+
+    def preferred_verb(self, noun: str) -> str | None:
+        return next((v for v in self.verbs if self.preferred_noun(v) == noun), None)
 
     def seen_pairs(self) -> list[tuple[str, str]]:
         held = set(self.held_out)
@@ -278,29 +295,57 @@ def _choice(rng: np.random.Generator, options: Sequence[Any]) -> Any:
     return options[int(rng.integers(len(options)))]
 
 
+def _partner(
+    rng: np.random.Generator,
+    candidates: Sequence[str],
+    preferred: str | None,
+    skew: float,
+) -> str:
+    """A candidate word; the preferred one with probability ``skew`` when it is allowed."""
+    if preferred in candidates and rng.random() < skew:
+        return str(preferred)
+    return str(_choice(rng, candidates))
+
+
 def _triangle(
     anchor: tuple[str, str],
     verbs: Sequence[str],
     nouns: Sequence[str],
     allowed: set[tuple[str, str]],
     config: SynthConfig,
+    vocab: Vocabulary,
     rng: np.random.Generator,
 ) -> list[tuple[str, str]]:
-    """The anchor, its word-sharing distractors and unrelated extra events (all distinct)."""
+    """The anchor, its word-sharing distractors and unrelated extra events (all distinct).
+
+    Distractors follow the training prior: a verb keeps its preferred noun (and a noun its
+    preferred verb) with probability ``pair_skew``.
+    """
     verb, noun = anchor
+    skew = config.pair_skew
     events = [anchor]
     if config.distractors >= 1:
-        events.append(
-            (verb, _choice(rng, [n for n in nouns if n != noun and (verb, n) in allowed]))
-        )
+        candidates = [n for n in nouns if n != noun and (verb, n) in allowed]
+        events.append((verb, _partner(rng, candidates, vocab.preferred_noun(verb), skew)))
     if config.distractors >= 2:
-        events.append(
-            (_choice(rng, [v for v in verbs if v != verb and (v, noun) in allowed]), noun)
-        )
-    unrelated = [(v, n) for (v, n) in allowed if v != verb and n != noun and (v, n) not in events]
+        candidates = [v for v in verbs if v != verb and (v, noun) in allowed]
+        events.append((_partner(rng, candidates, vocab.preferred_verb(noun), skew), noun))
+    unrelated = [
+        (v, n) for (v, n) in sorted(allowed) if v != verb and n != noun and (v, n) not in events
+    ]
     for _ in range(config.extra_events):
         events.append(_choice(rng, [p for p in unrelated if p not in events]))
     return events
+
+
+def _seen_anchor(
+    vocab: Vocabulary, seen: Sequence[tuple[str, str]], skew: float, rng: np.random.Generator
+) -> tuple[str, str]:
+    """A seen pair from the training prior: a verb with its preferred noun w.p. ``skew``."""
+    if rng.random() < skew:
+        verb = str(_choice(rng, vocab.verbs))
+        return verb, str(vocab.preferred_noun(verb))
+    return _choice(rng, seen)
 
 
 def _builtin_negatives(
@@ -363,6 +408,7 @@ def generate(output: str | Path, config: SynthConfig | None = None) -> SynthRepo
         ("novel_word", config.novel_word_videos),
     )
     splits: dict[str, list[dict[str, Any]]] = {}
+    videos: list[dict[str, Any]] = []
     for split, count in plan:
         if count == 0:
             continue
@@ -377,13 +423,14 @@ def generate(output: str | Path, config: SynthConfig | None = None) -> SynthRepo
                 anchor = _choice(rng, novel_pairs)
                 allowed = seen_set | set(novel_pairs)
             else:
-                anchor = _choice(rng, seen)
+                anchor = _seen_anchor(vocab, seen, config.pair_skew, rng)
                 allowed = seen_set
-            pairs = _triangle(anchor, all_verbs, all_nouns, allowed, config, rng)
+            pairs = _triangle(anchor, all_verbs, all_nouns, allowed, config, vocab, rng)
             duration = round(float(rng.uniform(config.min_duration, config.max_duration)), 2)
             windows = _windows(len(pairs), duration, rng, config.clip_len)
             events = [(v, n, s, e) for (v, n), (s, e) in zip(pairs, windows, strict=True)]
             np.save(video_dir / f"{vid}.npy", world.video(events, duration, rng))
+            videos.append({"vid": vid, "split": split, "duration": duration, "events": events})
             queried = events if split in ("train", "val") else events[:1]
             for number, (verb, noun, start, end) in enumerate(queried):
                 qid = f"{vid}_{infix}_{number}"
@@ -414,6 +461,7 @@ def generate(output: str | Path, config: SynthConfig | None = None) -> SynthRepo
         for r in splits["train"]
     ]
     _write_jsonl(out / "train_queries.jsonl", plain)
+    _write_jsonl(out / "videos.jsonl", videos)
     config_path = out / "train_config.yaml"
     atomic_write_text(config_path, yaml.safe_dump(train_config_for(config), sort_keys=False))
     report = SynthReport(
@@ -467,7 +515,7 @@ def train_config_for(config: SynthConfig) -> dict[str, Any]:
             # val.jsonl (its own videos) selects checkpoints; none is taken from train.
             "val_fraction": 0.0 if config.val_videos else 0.05,
         },
-        "optim": {"lr": 1e-3, "batch_size": 32, "epochs": 20, "lr_drop": 15},
+        "optim": {"lr": 1e-3, "batch_size": 16, "epochs": 24, "lr_drop": 20},
         "eval_every": 2,
     }
 

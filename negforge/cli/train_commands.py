@@ -350,6 +350,9 @@ def synth_command(
         2, "--distractors", help="0-2 events sharing the anchor's verb, then its noun"
     ),
     extra_events: int = typer.Option(0, "--extra-events", help="unrelated events per video"),
+    pair_skew: float = typer.Option(
+        0.5, "--pair-skew", help="share of events drawn as a word's preferred partner"
+    ),
     latent_dim: int = typer.Option(6, "--latent-dim", help="dimensions of a word's meaning"),
     word_noise: float = typer.Option(
         0.3, "--word-noise", help="word-specific part of a signature (not predictable from text)"
