@@ -313,6 +313,7 @@ def _expand(
             except ConfigError as exc:
                 where = ", ".join(f"{k}={v}" for k, v in cell.items()) or "every trial"
                 raise InputError(f"{exc} (trial {where})", path=path) from exc
+            _check_data_paths(resolved, cell, path)
             dumped = json.dumps(
                 resolved.model_dump(mode="json", exclude=_RUNTIME_SETTINGS), sort_keys=True
             )
@@ -327,6 +328,19 @@ def _expand(
             yield Trial(
                 id=trial_id, cell=cell, seed=seed, overrides=settings, fingerprint=fingerprint
             )
+
+
+def _check_data_paths(cfg: TrainConfig, cell: dict[str, str], path: Path) -> None:
+    """Every data file / folder of a trial exists (a missing one stops the sweep up front)."""
+    data = cfg.data
+    named: list[tuple[str, Path]] = [("data.train", data.train)] if data.train else []
+    named += [("data.eval", split.path) for split in data.eval]
+    named += [("data.video_feats", p) for p in data.video_feats]
+    named += [("data.text_feats", p) for p in data.text_feats]
+    for key, target in named:
+        if not target.exists():
+            where = ", ".join(f"{k}={v}" for k, v in cell.items()) or "every trial"
+            raise InputError(f"{target} does not exist (trial {where})", path=path, field=key)
 
 
 def _short(key: str) -> str:
