@@ -13,7 +13,9 @@ E1, E2, ..., measures on fixed training batches:
 
     .venv/bin/python benchmarks/diag_coarse_ranking.py --bench outputs/synth --epochs 2,6,12,20
 
-Prints one table per run; ``--json OUT`` also writes the figures.
+Prints one table per run; ``--json OUT`` also writes the figures. ``--checkpoint LABEL=CKPT``
+(repeatable) measures existing checkpoints instead (e.g. a sweep's trials), on the batches of
+the benchmark they were trained on; ``--init`` adds an untrained model of the same seed.
 """
 
 from __future__ import annotations
@@ -169,6 +171,43 @@ def run(bench: Path, label: str, overrides: dict[str, Any], epochs: list[int], s
     return rows
 
 
+def measure_checkpoints(args: argparse.Namespace) -> int:
+    """Figures of existing checkpoints (their own config, with every SHINE part computed)."""
+    from negforge.trainer.backbones import build_model
+    from negforge.trainer.config import TrainConfig
+
+    rows: dict[str, dict[str, float]] = {}
+    for item in args.checkpoint:
+        label, _, path = item.partition("=")
+        state = read_checkpoint(path)
+        run_cfg = TrainConfig.model_validate(state["config"])
+        measure_cfg = run_cfg.model_copy(
+            update={
+                "loss": run_cfg.loss.model_copy(
+                    update={"shine": run_cfg.loss.shine.model_copy(update={"enabled": True})}
+                )
+            }
+        )
+        batches = fixed_batches(measure_cfg, args.batches)
+        model = build_model(measure_cfg.model.resolve(run_cfg.model.v_dim, run_cfg.model.t_dim))
+        criterion = build_criterion(measure_cfg.loss, run_cfg.model.backbone)
+        run_criterion = build_criterion(run_cfg.loss, run_cfg.model.backbone)
+        if args.init and not rows:
+            torch.manual_seed(run_cfg.seed)
+            fresh = build_model(measure_cfg.model.resolve(run_cfg.model.v_dim, run_cfg.model.t_dim))
+            rows["init"] = measure(fresh, criterion, criterion, batches, measure_cfg)
+        model.load_state_dict(state["model"])
+        rows[label] = measure(model, criterion, run_criterion, batches, measure_cfg)
+    keys = list(next(iter(rows.values())))
+    print("| figure | " + " | ".join(rows) + " |")
+    print("| --- | " + " | ".join("---" for _ in rows) + " |")
+    for key in keys:
+        print(f"| {key} | " + " | ".join(f"{r[key]:.4g}" for r in rows.values()) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def print_table(label: str, rows: list[dict[str, float]]) -> None:
     keys = [k for k in rows[0] if k != "epoch"]
     print(f"\n## {label}\n")
@@ -190,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="LABEL:key=value,key=value (default: base and shine)",
     )
+    parser.add_argument("--checkpoint", action="append", help="LABEL=PATH of a .pt to measure")
+    parser.add_argument("--init", action="store_true", help="with --checkpoint: also at init")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.checkpoint:
+        return measure_checkpoints(args)
     epochs = [int(e) for e in args.epochs.split(",")]
     variants: dict[str, dict[str, Any]] = {
         "base": {"loss.shine.enabled": False},
