@@ -40,6 +40,25 @@ SPAN_PARTS = ("loss_span", "loss_giou", "loss_label")
 NOT_SHARED = ("decoder", "class_head", "anchors", "span_head", "saliency_")
 
 
+def use_authors_neg_pair_sum() -> None:
+    """Emulate the released QD-DETR / SHINE normalisation of the mismatched-query loss:
+    -log(1 - sigma(s_neg)) summed over a row's valid clips, then averaged over rows
+    (negforge today averages over clips too). Patched in this process only."""
+    import torch.nn.functional as F
+
+    from negforge.trainer import base_losses
+
+    def summed(neg_scores, valid_mask, rows):
+        valid = valid_mask.to(torch.bool)
+        per_row = torch.where(valid, F.softplus(neg_scores), torch.zeros_like(neg_scores)).sum(1)
+        eligible = valid.any(dim=1)
+        if rows is not None:
+            eligible = eligible & rows.to(torch.bool)
+        return base_losses._mean_over_rows(per_row, eligible)
+
+    base_losses.mismatched_query_loss = summed
+
+
 def shared_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [
         p
@@ -90,6 +109,10 @@ def measure(model, criterion, run_criterion, batches, cfg) -> dict[str, float]:
         g_span = flat_grad(span, shared)
         g_cr = flat_grad(cr, shared)
         g_inter = flat_grad(terms.inter, shared)
+        fine = losses.get("loss_fr")
+        g_fr = flat_grad(fine, shared) if fine is not None else torch.zeros_like(g_span)
+        base_sal = sum(v for k, v in losses.items() if k.startswith("loss_saliency"))
+        g_sal = flat_grad(base_sal, shared)
         g_total = flat_grad(run_criterion(out, targets)["loss"], everything)
         total_norm = float(g_total.norm())
         clip = cfg.optim.grad_clip
@@ -100,17 +123,17 @@ def measure(model, criterion, run_criterion, batches, cfg) -> dict[str, float]:
         s_minus = torch.where(outside, pos, torch.full_like(pos, -math.inf)).max(1).values
         n_plus = topk_window_mean(neg, inside, shine.q)
         figures = {
-            "loss": float(losses["loss"]),
+            "loss": float(losses["loss"].detach()),
             "span_parts": float(span),
             "loss_intra": float(terms.intra),
             "loss_inter": float(terms.inter),
             "loss_fr": float(losses.get("loss_fr", torch.tensor(float("nan")))),
-            "base_saliency": float(
-                sum(v for k, v in losses.items() if k.startswith("loss_saliency"))
-            ),
+            "base_saliency": float(base_sal),
             "|g_span|": float(g_span.norm()),
             "|g_cr|": float(g_cr.norm()),
             "|g_inter|": float(g_inter.norm()),
+            "|g_fr|": float(g_fr.norm()),
+            "|g_base_saliency|": float(g_sal.norm()),
             "cos(g_cr,g_span)": float(torch.nn.functional.cosine_similarity(g_cr, g_span, dim=0)),
             "|g_total|": total_norm,
             "clip_scale": scale,
@@ -134,7 +157,7 @@ def fixed_batches(cfg, count: int) -> list[Any]:
 
 
 def run(bench: Path, label: str, overrides: dict[str, Any], epochs: list[int], seed: int,
-        batches: int) -> list[dict[str, float]]:  # fmt: skip
+        batches: int, keep: Path | None = None) -> list[dict[str, float]]:  # fmt: skip
     from negforge.trainer.backbones import build_model
 
     settings = {**overrides, "seed": seed, "progress": False, "cpu_threads": 1}
@@ -144,7 +167,7 @@ def run(bench: Path, label: str, overrides: dict[str, Any], epochs: list[int], s
     fixed = fixed_batches(measure_cfg, batches)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / label
+        run_dir = (keep or Path(tmp)) / label
         for index, epoch in enumerate(epochs):
             if epoch == 0:
                 data = load_run_data(measure_cfg)
@@ -231,8 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--checkpoint", action="append", help="LABEL=PATH of a .pt to measure")
     parser.add_argument("--init", action="store_true", help="with --checkpoint: also at init")
+    parser.add_argument(
+        "--authors-neg-pair",
+        action="store_true",
+        help="sum QD-DETR's mismatched-query loss over clips, as the released code does",
+    )
+    parser.add_argument("--keep", type=Path, help="keep the trained runs in this folder")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.authors_neg_pair:
+        use_authors_neg_pair_sum()
     if args.checkpoint:
         return measure_checkpoints(args)
     epochs = [int(e) for e in args.epochs.split(",")]
@@ -252,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for label, overrides in variants.items():
         overrides = {"model.backbone": args.backbone, **overrides}
-        results[label] = run(args.bench, label, overrides, epochs, args.seed, args.batches)
+        results[label] = run(
+            args.bench, label, overrides, epochs, args.seed, args.batches, args.keep
+        )
         print_table(f"{label} ({args.backbone}, seed {args.seed})", results[label])
         sys.stdout.flush()
     if args.json:

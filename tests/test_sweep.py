@@ -205,3 +205,32 @@ def test_bad_variant_key_and_bad_value_exit_2(bench, tmp_path):
     value = write_sweep(tmp_path, bench, grid={"loss.shine.alpha": [-1.0]})
     done = negforge("sweep", str(value), "--dry-run")
     assert done.returncode == 2 and "alpha" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sweep_plot_draws_a_heatmap_over_two_axes(local_sweep, tmp_path):
+    path, output = local_sweep
+    png = tmp_path / "heat.png"
+    done = negforge(
+        "sweep-plot", str(path), "--sweep-dir", str(output), "--x", "loss.shine.alpha",
+        "--y", "variant", "--metric", "val/mIoU", "-o", str(png),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = negforge(
+        "sweep-plot", str(path), "--sweep-dir", str(output), "--x", "loss.shine.beta",
+        "--metric", "val/mIoU", "-o", str(png),
+    )  # fmt: skip
+    assert bad.returncode == 2 and "loss.shine.beta" in bad.stderr
+
+
+def test_data_paths_in_a_sweep_are_relative_to_the_base_config(bench, tmp_path):
+    (bench / "copy.jsonl").write_text((bench / "train.jsonl").read_text())
+    path = write_sweep(
+        tmp_path, bench, grid={"data": {"a": {"data.train": "copy.jsonl"}}}, plots=[]
+    )
+    sweep = load_sweep(path)
+    assert {t.overrides["data.train"] for t in sweep.trials} == {str(bench / "copy.jsonl")}
+    assert sweep.build_config(sweep.trials[0]).data.train == bench / "copy.jsonl"
+    missing = write_sweep(tmp_path, bench, grid={"data": {"a": {"data.train": "nope.jsonl"}}})
+    done = negforge("sweep", str(missing), "--dry-run")
+    assert done.returncode == 2 and "nope.jsonl" in done.stderr
