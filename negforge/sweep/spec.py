@@ -39,18 +39,14 @@ from negforge.trainer.config import (
     TrainConfig,
     build_config,
     leaf_fields,
+    read_yaml_config,
     resolve_data_paths,
 )
 
 #: Metrics a trial reports per split (the trainer's evaluation).
 METRICS = ("R1@0.5", "R1@0.7", "mIoU", "mAP")
 #: Settings that do not change a trial's result (left out of its fingerprint).
-_RUNTIME_SETTINGS: dict[str, Any] = {
-    "device": True,
-    "progress": True,
-    "cpu_threads": True,
-    "data": {"num_workers": True},
-}
+_RUNTIME_SETTINGS = frozenset({"device", "progress", "cpu_threads", "data.num_workers"})
 _AXIS_NAME = re.compile(r"^[A-Za-z0-9_+-]+$")
 
 
@@ -297,6 +293,9 @@ def _expand(
 ) -> Iterator[Trial]:
     seen: dict[str, str] = {}
     choices = [range(len(a.labels)) for a in sweep.axes]
+    # What a trial's result depends on: the base config's content, the preset and its own
+    # settings (not the code's defaults: a new setting with a default keeps finished trials).
+    base = read_yaml_config(sweep.config) if sweep.config else {}
     for combo in itertools.product(*choices):
         overrides = dict(fixed)
         cell: dict[str, str] = {}
@@ -314,9 +313,12 @@ def _expand(
                 where = ", ".join(f"{k}={v}" for k, v in cell.items()) or "every trial"
                 raise InputError(f"{exc} (trial {where})", path=path) from exc
             _check_data_paths(resolved, cell, path)
-            dumped = json.dumps(
-                resolved.model_dump(mode="json", exclude=_RUNTIME_SETTINGS), sort_keys=True
-            )
+            recipe = {
+                "preset": sweep.preset,
+                "config": base,
+                "settings": {k: v for k, v in settings.items() if k not in _RUNTIME_SETTINGS},
+            }
+            dumped = json.dumps(recipe, sort_keys=True, default=str)
             fingerprint = hashlib.sha256(dumped.encode()).hexdigest()[:16]
             parts = [f"{_short(k)}={v}" for k, v in cell.items()] + [f"seed={seed}"]
             trial_id = _slug(",".join(parts))
