@@ -231,6 +231,46 @@ def measure_checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def landing(bench: Path, run_dirs: list[str], split: str) -> None:
+    """Where each run's top-1 window lands on a synth split: the anchor (IoU >= 0.5), a
+    distractor sharing the verb / the noun, elsewhere; and its width against the truth."""
+    videos = {
+        v["vid"]: v for v in map(json.loads, (bench / "videos.jsonl").read_text().splitlines())
+    }
+    print(f"| run ({split}) | anchor | verb twin | noun twin | elsewhere | width pred/gt |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for run_dir in run_dirs:
+        counts = {"anchor": 0, "verb": 0, "noun": 0, "else": 0}
+        ratios = []
+        path = Path(run_dir) / "predictions" / f"{split}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for row in rows:
+            start, end = row["pred_relevant_windows"][0][:2]
+            events = videos[row["vid"]]["events"]
+
+            def iou(event: list, start: float = start, end: float = end) -> float:
+                inter = max(0.0, min(end, event[3]) - max(start, event[2]))
+                return inter / (max(end, event[3]) - min(start, event[2]))
+
+            best = max(range(len(events)), key=lambda i: iou(events[i]))
+            anchor = events[0]
+            if best == 0 and iou(anchor) >= 0.5:
+                counts["anchor"] += 1
+            elif best > 0 and iou(events[best]) >= 0.5 and events[best][0] == anchor[0]:
+                counts["verb"] += 1
+            elif best > 0 and iou(events[best]) >= 0.5 and events[best][1] == anchor[1]:
+                counts["noun"] += 1
+            else:
+                counts["else"] += 1
+            ratios.append((end - start) / (anchor[3] - anchor[2]))
+        share = {k: 100 * v / len(rows) for k, v in counts.items()}
+        median = sorted(ratios)[len(ratios) // 2]
+        print(
+            f"| {run_dir} | {share['anchor']:.0f} % | {share['verb']:.0f} % | "
+            f"{share['noun']:.0f} % | {share['else']:.0f} % | {median:.2f} |"
+        )
+
+
 def print_table(label: str, rows: list[dict[str, float]]) -> None:
     keys = [k for k in rows[0] if k != "epoch"]
     print(f"\n## {label}\n")
@@ -260,8 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         help="sum QD-DETR's mismatched-query loss over clips, as the released code does",
     )
     parser.add_argument("--keep", type=Path, help="keep the trained runs in this folder")
+    parser.add_argument("--landing", nargs="+", help="run folders: where top-1 windows land")
+    parser.add_argument("--split", default="novel_composition")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.landing:
+        landing(args.bench, args.landing, args.split)
+        return 0
     if args.authors_neg_pair:
         use_authors_neg_pair_sum()
     if args.checkpoint:
