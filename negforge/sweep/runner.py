@@ -166,9 +166,13 @@ def _headline(result: TrialResult) -> str:
 
 def _failed(spec: TrialSpec, reason: str) -> TrialResult:
     return TrialResult(
-        id=spec.id, cell=spec.cell, seed=spec.seed, fingerprint=spec.fingerprint,
-        status="failed", error=reason,
-    )  # fmt: skip
+        id=spec.id,
+        cell=spec.cell,
+        seed=spec.seed,
+        fingerprint=spec.fingerprint,
+        status="failed",
+        error=reason,
+    )
 
 
 # --- local worker processes -------------------------------------------------------------------

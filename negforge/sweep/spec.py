@@ -223,8 +223,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if isinstance(values, list):
             check_key(name, where)
             if not values:
-                raise InputError("an axis needs at least one value", path=path,
-                                 line=lines.get(where), field=name)  # fmt: skip
+                raise _empty_axis(path, lines.get(where), name)
             axes.append(
                 Axis(
                     name=name,
@@ -258,8 +257,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 labels.append(str(label))
                 settings.append(dict(variant))
             if not labels:
-                raise InputError("an axis needs at least one value", path=path,
-                                 line=lines.get(where), field=name)  # fmt: skip
+                raise _empty_axis(path, lines.get(where), name)
             axes.append(Axis(name=name, labels=labels, settings=settings, is_setting=False))
         else:
             raise InputError(
@@ -282,6 +280,10 @@ def load_sweep(path: str | Path) -> Sweep:
     sweep.trials = list(_expand(sweep, fixed, base_dir, path, lines))
     _check_plots(sweep, path, lines)
     return sweep
+
+
+def _empty_axis(path: Path, line: int | None, name: str) -> InputError:
+    return InputError("an axis needs at least one value", path=path, line=line, field=name)
 
 
 def _expand(
@@ -323,9 +325,7 @@ def _expand(
             parts = [f"{_short(k)}={v}" for k, v in cell.items()] + [f"seed={seed}"]
             trial_id = _slug(",".join(parts))
             if trial_id in seen:
-                raise InputError(
-                    f"two trials would share the folder '{trial_id}'", path=path
-                )  # fmt: skip
+                raise InputError(f"two trials would share the folder '{trial_id}'", path=path)
             seen[trial_id] = fingerprint
             yield Trial(
                 id=trial_id, cell=cell, seed=seed, overrides=settings, fingerprint=fingerprint
