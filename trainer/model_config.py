@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Backbone = Literal["moment_detr", "qd_detr"]
 FineRankingMode = Literal["chain", "anchored"]
-InterGradient = Literal["both", "negative"]
 
 
 class ModelConfig(BaseModel):
@@ -65,11 +64,6 @@ class ShineConfig(BaseModel):
     )
     fine_ranking: FineRankingMode = Field(
         "chain", description="chain d1<d2<d3<d4<d5 (Eq. 3) or anchored on d2 (released code)"
-    )
-    inter_gradient: InterGradient = Field(
-        "both",
-        description="L_inter's gradient: both S_p^+ and S_n^+ (Eq. 1, released code) or "
-        "negative (S_p^+ detached: L_inter only lowers the in-batch negative)",
     )
 
 

@@ -24,11 +24,6 @@ Choices the paper leaves open (documented here, tested in tests/test_shine_losse
   clip; the last term (which uses the in-batch negative S_n) additionally needs
   ``inbatch_row_mask``. Each term is averaged over its eligible rows.
 * A loss with no eligible row is an exact 0 that stays connected to the graph.
-
-One option beyond the paper (default off, i.e. the released ``ctf_ranking.py``):
-``inter_gradient="negative"`` detaches S_p^+ inside L_inter, so L_inter keeps its value but
-only lowers the in-batch negative's in-window scores; the positive's top clip is raised by
-L_intra, L_fr and the backbone's saliency losses alone (docs/trainer_model.md explains why).
 """
 
 from __future__ import annotations
@@ -83,11 +78,8 @@ def coarse_ranking_terms(
     h1: float = 1.0,
     h2: float = 2.0,
     inbatch_row_mask: Tensor | None = None,
-    inter_gradient: Literal["both", "negative"] = "both",
 ) -> CoarseRankingTerms:
     """The two terms of Eq. 1 (see ``coarse_ranking_loss``)."""
-    if inter_gradient not in ("both", "negative"):
-        raise ValueError(f"inter_gradient must be 'both' or 'negative', got {inter_gradient!r}")
     valid = valid_mask.to(torch.bool)
     inside = window_mask.to(torch.bool) & valid
     outside = valid & ~inside
@@ -109,9 +101,8 @@ def coarse_ranking_terms(
         return CoarseRankingTerms(intra, pos_scores.sum() * 0.0)
     # S_n^+: Eq. 2 on the in-batch negative's scores inside the same window.
     s_neg_plus = topk_window_mean(inbatch_neg_scores, inside, q)
-    # L_inter = max(0, h2 + S_n^+ - S_p^+); "negative": the same value, S_p^+ held fixed.
-    anchor = s_pos_plus.detach() if inter_gradient == "negative" else s_pos_plus
-    inter_rows = F.relu(h2 + s_neg_plus - anchor)
+    # L_inter = max(0, h2 + S_n^+ - S_p^+).
+    inter_rows = F.relu(h2 + s_neg_plus - s_pos_plus)
     inter_eligible = has_window
     if inbatch_row_mask is not None:
         inter_eligible = inter_eligible & inbatch_row_mask.to(torch.bool)
@@ -131,7 +122,6 @@ def coarse_ranking_loss(
     use_intra: bool = True,
     use_inter: bool = True,
     inbatch_row_mask: Tensor | None = None,
-    inter_gradient: Literal["both", "negative"] = "both",
 ) -> Tensor:
     """Coarse-grained saliency ranking loss L_cr (Eq. 1-2).
 
@@ -147,7 +137,6 @@ def coarse_ranking_loss(
         h1, h2: margins of L_intra and L_inter.
         use_intra, use_inter: the ablation switches of Table 3.
         inbatch_row_mask: (B,) rows whose in-batch negative is valid (default: all).
-        inter_gradient: "both" (Eq. 1) or "negative" (S_p^+ detached in L_inter).
 
     Returns:
         Scalar: the enabled terms, each averaged over its eligible rows (module docstring).
@@ -161,7 +150,6 @@ def coarse_ranking_loss(
         h1=h1,
         h2=h2,
         inbatch_row_mask=inbatch_row_mask,
-        inter_gradient=inter_gradient,
     )
     loss = pos_scores.sum() * 0.0
     if use_intra:
@@ -323,7 +311,6 @@ def shine_losses(
         h1=cfg.h1,
         h2=cfg.h2,
         inbatch_row_mask=inbatch_valid,
-        inter_gradient=cfg.inter_gradient,
     )
     intra = coarse.intra if cfg.use_intra else zero
     inter = coarse.inter if cfg.use_inter else zero
