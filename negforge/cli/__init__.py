@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "generate_commands",
     "local_llm_commands",
     "train_commands",
+    "sweep_commands",
     "report_commands",
 )
 for _module in _COMMAND_MODULES:
