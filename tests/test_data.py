@@ -9,18 +9,20 @@ import pytest
 import torch
 
 from negforge.trainer.data import (
-    Collator,
-    GroundingDataset,
     GroundingSample,
     check_features,
-    inbatch_negative_index,
     load_eval_samples,
     load_train_samples,
+    split_by_video,
+)
+from negforge.trainer.dataset import (
+    Collator,
+    GroundingDataset,
+    inbatch_negative_index,
     normalized_spans,
     saliency_labels,
     saliency_pairs,
     span_targets,
-    split_by_video,
     window_clips,
 )
 from negforge.trainer.features import (
@@ -212,7 +214,7 @@ def build_dataset(tmp_path, *, with_negatives=True, max_v_len=None, long_videos=
 
 def test_collate_pads_with_masks_and_builds_targets(tmp_path):
     dataset = build_dataset(tmp_path)
-    batch = Collator(seed=3, with_negatives=True)([dataset[i] for i in range(4)])
+    batch = Collator(seed=3, levels=dataset.levels)([dataset[i] for i in range(4)])
     assert batch.video_feats.shape == (4, 20, 8)  # 6 dims + 2 tef, padded to the longest
     assert batch.video_mask.sum(1).tolist() == [20, 20, 16, 12]
     assert batch.video_mask.dtype == torch.float32
@@ -261,9 +263,9 @@ def test_collate_pads_with_masks_and_builds_targets(tmp_path):
 def test_inbatch_choice_is_seeded_by_epoch_not_by_worker(tmp_path):
     dataset = build_dataset(tmp_path)
     items = [dataset[i] for i in range(4)]
-    collator = Collator(seed=5, with_negatives=True)
+    collator = Collator(seed=5, levels=3)
     first = collator(items).inbatch_neg_index
-    assert torch.equal(first, Collator(seed=5, with_negatives=True)(items).inbatch_neg_index)
+    assert torch.equal(first, Collator(seed=5, levels=3)(items).inbatch_neg_index)
     draws = set()
     for epoch in range(8):
         collator.epoch = epoch

@@ -14,18 +14,18 @@ import pytest
 import torch
 
 from negforge.errors import InputError
-from negforge.trainer.config import build_config
-from negforge.trainer.data import load_eval_samples, load_train_samples
-from negforge.trainer.engine import (
+from negforge.trainer.checkpoints import (
     CHECKPOINT_FORMAT,
     load_model_from_checkpoint,
-    load_run_data,
-    predict,
     read_checkpoint,
     save_checkpoint,
-    train,
 )
+from negforge.trainer.config import build_config
+from negforge.trainer.data import load_eval_samples, load_train_samples
 from negforge.trainer.evaluation import evaluate, fixed_window_predictions
+from negforge.trainer.prediction import predict
+from negforge.trainer.run import train
+from negforge.trainer.run_data import load_run_data
 from negforge.trainer.synth import SynthConfig, generate
 
 TINY_MODEL = {
@@ -111,7 +111,7 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tiny_synth, tmp_path):
 def test_predict_returns_the_query_set_saliency(tiny_synth, tmp_path):
     cfg = tiny_config(tiny_synth)
     from negforge.trainer.backbones import build_model
-    from negforge.trainer.engine import dataset_for
+    from negforge.trainer.run_data import dataset_for
 
     data = load_run_data(cfg)
     model = build_model(cfg.model.resolve(data.v_dim, data.t_dim))

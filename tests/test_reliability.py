@@ -428,7 +428,7 @@ def test_ctrl_c_in_run_exits_130_and_a_rerun_goes_on(toy, tmp_path: Path) -> Non
 
 
 def test_ctrl_c_in_train_exits_130_with_a_resumable_checkpoint(tmp_path: Path) -> None:
-    from negforge.trainer.engine import read_checkpoint
+    from negforge.trainer.checkpoints import read_checkpoint
     from negforge.trainer.synth import SynthConfig, generate
 
     synth = tmp_path / "synth"
