@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from negforge.errors import ConfigError
-from negforge.trainer.checkpoints import load_model_from_checkpoint
+from negforge.trainer.checkpoints import load_model_from_checkpoint, read_checkpoint
 from negforge.trainer.config import EvalSplit
 from negforge.trainer.dataset import GroundingDataset
 from negforge.trainer.engine import evaluate
@@ -63,6 +63,29 @@ def write_evaluation(
     if by_type:
         printer.print("\nby composition type:\n" + by_type)
     return metrics
+
+
+def evaluate_checkpoint_of_run(
+    checkpoint: Path,
+    datasets: dict[str, GroundingDataset],
+    run_dir: Path,
+    device: torch.device,
+    printer: RunPrinter,
+) -> dict[str, SplitMetrics]:
+    """A run's last step: its ``best.pt`` on every split of the run, written to ``run_dir``."""
+    model, cfg = load_model_from_checkpoint(checkpoint, device)
+    epoch = read_checkpoint(checkpoint)["epoch"] + 1
+    return write_evaluation(
+        model,
+        datasets,
+        run_dir,
+        batch_size=cfg.optim.batch_size,
+        device=device,
+        bf16=cfg.bf16,
+        postprocess_mode=cfg.postprocess,
+        title=f"{cfg.model.backbone} (best epoch {epoch})",
+        printer=printer,
+    )
 
 
 def evaluate_checkpoint(

@@ -33,13 +33,8 @@ from negforge.atomic import atomic_write_text
 from negforge.errors import ConfigError
 from negforge.trainer.backbones import build_model
 from negforge.trainer.base_losses import build_criterion
-from negforge.trainer.checkpoint_eval import write_evaluation
-from negforge.trainer.checkpoints import (
-    CHECKPOINT_FORMAT,
-    load_model_from_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from negforge.trainer.checkpoint_eval import evaluate_checkpoint_of_run
+from negforge.trainer.checkpoints import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint
 from negforge.trainer.config import VALIDATION_SPLIT, ModelSettings, TrainConfig, config_to_yaml
 from negforge.trainer.data import MissingReport
 from negforge.trainer.dataset import Collator, Item
@@ -89,6 +84,14 @@ class _Progress:
     best_epoch: int | None = None
     stale: int = 0  # evaluations without improvement
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, value: float, epoch: int) -> bool:
+        """An evaluation's selection value at (0-based) ``epoch``: True when best so far."""
+        if value > self.best_metric:
+            self.best_metric, self.best_epoch, self.stale = value, epoch + 1, 0
+            return True
+        self.stale += 1
+        return False
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
@@ -251,11 +254,7 @@ def _train(
                 value = _selection_value(split_metrics[cfg.select_on], cfg.select_metric)
             else:  # no validation part: the latest evaluation is the best
                 value = float(epoch)
-            improved = value > progress.best_metric
-            if improved:
-                progress.best_metric, progress.best_epoch, progress.stale = value, epoch + 1, 0
-            else:
-                progress.stale += 1
+            improved = progress.record(value, epoch)
         progress.history.append(row)
         stop = (
             cfg.patience is not None
@@ -290,18 +289,7 @@ def _train(
 
     final: dict[str, SplitMetrics] = {}
     if runtime.is_main and best_path.is_file() and data.evals:
-        best, _ = load_model_from_checkpoint(best_path, runtime.device)
-        final = write_evaluation(
-            best,
-            data.evals,
-            run_dir,
-            batch_size=cfg.optim.batch_size,
-            device=runtime.device,
-            bf16=cfg.bf16,
-            postprocess_mode=cfg.postprocess,
-            title=f"{cfg.model.backbone} (best epoch {read_checkpoint(best_path)['epoch'] + 1})",
-            printer=printer,
-        )
+        final = evaluate_checkpoint_of_run(best_path, data.evals, run_dir, runtime.device, printer)
     barrier(runtime)
     return TrainResult(
         run_dir=run_dir,
