@@ -4,6 +4,7 @@ synthetic run, DDP on CPU (the CLI under torchrun; gradients synchronised)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from negforge.errors import InputError
+from negforge.errors import ConfigError, InputError
 from negforge.trainer.checkpoints import (
     CHECKPOINT_FORMAT,
     load_model_from_checkpoint,
@@ -183,6 +184,30 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(tiny_synth, tmp_path):
     assert best["select_on"] == "test_trivial" and best["epoch"] + 1 == chosen.best_epoch
     final = chosen.final_metrics["test_trivial"].metrics["mIoU"]
     assert final == pytest.approx(test[chosen.best_epoch - 1], rel=1e-5)
+
+
+def test_level_count_is_taken_from_the_data(tiny_synth, tmp_path, capsys):
+    """Two-level negatives train L_fr with three hinge terms; the few queries with three
+    levels are named in a warning and train without L_fr; margins must fit the count."""
+    data = tmp_path / "two_levels"
+    shutil.copytree(tiny_synth, data)
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    for row in rows[2:]:
+        row["recomposed_queries"] = row["recomposed_queries"][:2]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = train(tiny_config(data, **{"optim.epochs": 1}), tmp_path / "run")
+    printed = capsys.readouterr().out
+    assert "queries have 3 hard-negative levels, not 2 like" in printed
+    assert "they train without L_fr" in printed
+    columns = read_csv(tmp_path / "run" / "metrics.csv")[0]
+    assert [c for c in columns if c.startswith("train/loss_fr_")] == [
+        "train/loss_fr_0", "train/loss_fr_1", "train/loss_fr_2"
+    ]
+    assert float(columns["train/loss_fr"]) > 0
+    saved = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["config"]
+    assert saved["loss"]["shine"]["levels"] == 2 and result.epochs_run == 1
+    with pytest.raises(ConfigError, match="margins has 4 values but 2 hard-negative levels"):
+        train(tiny_config(data, **{"loss.shine.margins": [0.25] * 4}), tmp_path / "other")
 
 
 @pytest.mark.slow

@@ -282,8 +282,9 @@ class LevelReport:
             if count != self.levels
         ]
         return (
-            f"{' and '.join(parts)} hard-negative level(s) instead of {self.levels} "
-            f"(e.g. qid {', '.join(map(repr, self.examples))}): they train without L_fr"
+            f"{', '.join(parts)} hard-negative levels, not {self.levels} like "
+            f"{self.counts.get(self.levels, 0)} other queries (e.g. qid "
+            f"{', '.join(map(repr, self.examples))}): they train without L_fr"
         )
 
 
