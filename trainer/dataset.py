@@ -160,11 +160,12 @@ class GroundingDataset(torch.utils.data.Dataset[Item]):
         self.long_videos = long_videos
         self.use_tef = use_tef
         self.with_negatives = with_negatives
+        if not with_negatives:
+            levels = 0
+        elif levels is None:
+            levels = most_common_levels(self.samples)
         #: Hard negatives per item (0: none).
-        self.levels = (
-            0 if not with_negatives else most_common_levels(self.samples) if levels is None
-            else levels
-        )
+        self.levels = levels
         self._index = {s.qid: i for i, s in enumerate(self.samples)}
 
     def __len__(self) -> int:
