@@ -423,7 +423,7 @@ def test_ctrl_c_in_run_exits_130_and_a_rerun_goes_on(toy, tmp_path: Path) -> Non
         server.reset()
         rerun = call_cli("run", spec, "--output-dir", out)
         assert rerun.exit_code == 0, rerun.output
-        assert len(server.requests) <= QUERIES - 2
+        assert len(server.requests) <= QUERIES - 2, [(r.number, r.query) for r in server.requests]
         assert pq.read_metadata(out / "negatives.parquet").num_rows == 3 * QUERIES
 
 
