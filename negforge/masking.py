@@ -332,7 +332,7 @@ def mask_file(
     fingerprint: str | None = None,
 ) -> MaskResult:
     """Read a query file, parse it once, mask every query, write the masked artifact."""
-    from negforge.nlp import gc_paused, parse_texts
+    from negforge.nlp import gc_paused, normalise_text, parse_texts
     from negforge.readers import read_queries, report_path
 
     chosen = resolve_ratios(preset, ratios)
@@ -340,7 +340,7 @@ def mask_file(
     output = Path(output)
     with gc_paused():
         result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
-        parsed = parse_texts([r.query for r in result.records], spacy_model,
+        parsed = parse_texts([normalise_text(r.query) for r in result.records], spacy_model,
                              cache_dir=cache_dir)
         table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
     provenance = Provenance(

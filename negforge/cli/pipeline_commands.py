@@ -42,16 +42,24 @@ def read_command(
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
                                  callback=_check_on_error),
+    sample: int | None = typer.Option(
+        None, "--sample", min=1, help="write only N queries drawn with --seed (file order kept)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of --sample"),
 ) -> None:
     """Validate a query file (jsonl, benchmark json, csv, parquet); optionally convert it."""
-    from negforge.readers import read_queries, report_path, write_jsonl
+    from negforge.readers import read_queries, report_path, sample_records, write_jsonl
 
     result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
     report = None
     if output is not None:
-        write_jsonl(result.records, output)
+        records = result.records if sample is None else sample_records(result.records, sample,
+                                                                       seed)  # fmt: skip
+        write_jsonl(records, output)
         report = result.write_report(report_path(output))
     where = f" -> {output}" if output is not None else ""
+    if output is not None and sample is not None:
+        where += f" ({min(sample, len(result.records))} sampled with seed {seed})"
     skipped = f", {len(result.bad_rows)} bad rows skipped" if result.bad_rows else ""
     listed = f" (listed in {report})" if report else ""
     typer.echo(f"read {len(result.records)} queries from {input_path}{where}{skipped}{listed}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from negforge.artifacts import MaskedLevel
 from negforge.generation.answers import parse_answer
@@ -51,6 +51,9 @@ from negforge.generation.validation import (
     validate_query,
 )
 
+if TYPE_CHECKING:
+    from negforge.plausibility.gate import PlausibilityGate
+
 #: Row reason when a query's backend calls failed after every retry (not a validation code).
 BACKEND_ERROR = "backend_error"
 
@@ -65,6 +68,8 @@ REASK_TEXT: dict[str, str] = {
     "duplicate_level": "this level repeats another level",
     "not_in_dictionary": "use words from the dictionary lists",
     "wrong_type": "use a word of the type given for that <mask>",
+    "implausible": "the sentence is far less natural than the original; choose words that "
+    "make a fluent, believable sentence",
 }
 
 
@@ -195,9 +200,11 @@ def finish_rows(
 class RandomFiller:
     """The paper's random-sample baseline: dictionary words of the masked word's type."""
 
-    def __init__(self, config: GenerateConfig, dictionary: WordSource) -> None:
+    def __init__(self, config: GenerateConfig, dictionary: WordSource,
+                 gate: PlausibilityGate | None = None) -> None:  # fmt: skip
         self.config = config
         self.dictionary = dictionary
+        self.gate = gate  # --min-plausibility: implausible levels are flagged
         self.meta = RowMeta(backend="random", model="random", prompt_version=None)
 
     async def fill(self, job: QueryJob) -> QueryOutcome:
@@ -210,6 +217,8 @@ class RandomFiller:
             dictionary=self.dictionary,
             require_dict_words=self.config.require_dict_words,
         )
+        if self.gate is not None:
+            results = await self.gate.check(job.levels[0].query, results)
         rows = finish_rows(
             job,
             results,
@@ -248,8 +257,10 @@ class LLMFiller:
         dictionary: WordSource,
         cache: ResponseCache | None,
         limiter: RateLimiter,
+        gate: PlausibilityGate | None = None,
     ) -> None:
         self.config = config
+        self.gate = gate  # --min-plausibility: implausible levels are asked again
         self.spec = spec
         self.client = client
         self.template = template
@@ -369,6 +380,8 @@ class LLMFiller:
                     for old, new in zip(results, fresh, strict=True)
                 ]
                 results = self._validate(job, chosen)
+            if self.gate is not None:
+                results = await self.gate.check(job.levels[0].query, results)
             chosen_valid = [result.valid for result in results]
             if all(chosen_valid):
                 break

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pydantic import ValidationError
@@ -56,6 +56,9 @@ from negforge.generation.progress import RunProgress
 from negforge.generation.prompts import PromptTemplate, level_key, load_template
 from negforge.generation.ratelimit import RateLimiter
 from negforge.generation.sampling import FrozenDictionary
+
+if TYPE_CHECKING:
+    from negforge.plausibility.gate import PlausibilityGate
 
 __all__ = [
     "GenerationEstimate",
@@ -319,6 +322,10 @@ def generate_negatives(
     dictionary = load_word_source(dictionary_path)
     template = _template_for(config)
     spec = None if config.is_random else resolve_backend(config)
+    if config.rank_fill:
+        from negforge.generation.rank_fill import rank_backend_spec
+
+        spec = rank_backend_spec(config)
     input_hashes = [sha256_file(masked_path), sha256_file(dictionary_path)]
     run_key = _run_key(config, spec, template, input_hashes)
 
@@ -351,15 +358,24 @@ def generate_negatives(
                 )
 
             if pending:
-                if spec is None or template is None:
-                    random_filler = RandomFiller(config, dictionary)
-                    asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
-                else:
-                    if not config.no_cache:
-                        cache = ResponseCache(config.resolved_cache_dir())
-                    asyncio.run(
-                        _run_llm(pending, config, spec, template, dictionary, cache, record)
-                    )
+                from negforge.plausibility.gate import open_gate
+
+                with open_gate(config) as gate:  # None unless --min-plausibility
+                    if spec is None or template is None:
+                        random_filler = RandomFiller(config, dictionary, gate)
+                        asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
+                    elif config.rank_fill:
+                        from negforge.generation.rank_fill import run_rank_fill
+
+                        asyncio.run(run_rank_fill(
+                            pending, config, dictionary, dictionary_path, gate,
+                            lambda fill: _run_jobs(pending, fill, record, config.concurrency),
+                        ))  # fmt: skip
+                    else:
+                        if not config.no_cache:
+                            cache = ResponseCache(config.resolved_cache_dir())
+                        asyncio.run(_run_llm(pending, config, spec, template, dictionary,
+                                             cache, record, gate))  # fmt: skip
     except FatalCallError as exc:
         journal.close()
         done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
@@ -447,6 +463,7 @@ async def _run_llm(
     dictionary: WordSource,
     cache: ResponseCache | None,
     record: Callable[[QueryOutcome], None],
+    gate: PlausibilityGate | None = None,
 ) -> None:
     client = make_client(spec, config)
     try:
@@ -458,6 +475,7 @@ async def _run_llm(
             dictionary=dictionary,
             cache=cache,
             limiter=RateLimiter(config.rpm, config.tpm),
+            gate=gate,
         )
         await _run_jobs(jobs, filler.fill, record, config.concurrency)
     finally:
@@ -481,10 +499,15 @@ def estimate_generation(
     if config.limit is not None:
         jobs = jobs[: config.limit]
     rows = sum(len(job.levels) for job in jobs)
-    if config.is_random:
+    if config.is_random or config.rank_fill:
+        name = "random"
+        if config.rank_fill:
+            from negforge.generation.rank_fill import rank_backend_spec
+
+            name = rank_backend_spec(config).model
         return GenerationEstimate(
-            backend="random", model="random", queries=len(jobs), rows=rows, calls=0,
-            input_tokens=0, output_tokens=0, cost_usd=0.0,
+            backend="random" if config.is_random else "local", model=name, queries=len(jobs),
+            rows=rows, calls=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
         )  # fmt: skip
     dictionary = load_word_source(Path(dictionary_path))
     template = load_template(config.prompt_template, config.prompt_version)
