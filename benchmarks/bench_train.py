@@ -13,6 +13,10 @@
     (torch's FlopCounterMode), which do not depend on machine load.
 (c) --epoch: one epoch of 8,281 synthetic samples (Charades-CG's training set size) at those
     sizes with SHINE, fp32 and bf16 autocast, samples/s.
+(d) Hungarian matching at B=32, 10 queries, 1-5 windows per video: negforge's previous
+    hand-written numpy solver (kept here as the baseline) against
+    scipy.optimize.linear_sum_assignment, which the matcher now uses as the originals do; the
+    same cost blocks, alternating, the same number of runs; both must reach the same costs.
 """
 
 from __future__ import annotations
@@ -23,13 +27,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 
+from negforge.trainer import matcher as matcher_module
 from negforge.trainer.backbones import build_model
 from negforge.trainer.base_losses import build_criterion
 from negforge.trainer.model_config import LossConfig, ModelConfig
 from negforge.trainer.shine_losses import coarse_ranking_loss, fine_ranking_loss
+from negforge.trainer.span_utils import generalized_temporal_iou, span_cxw_to_xx
 
 BATCH, CLIPS, V_DIM, TOKENS, T_DIM = 32, 75, 1024 + 2, 32, 512
 EPOCH_SAMPLES = 8281
@@ -141,6 +149,11 @@ def synthetic_batch(device: torch.device, generator: torch.Generator, size: int 
             "spans": [torch.stack((c, w))[None].to(device)
                       for c, w in zip(centres, widths, strict=True)],
             "saliency_labels": saliency.to(device),
+            "saliency_pos_labels": torch.stack((start, end - 1), dim=1).to(device),
+            "saliency_neg_labels": torch.stack(
+                (torch.where(start > 0, 0, end), torch.where(end < lengths, lengths - 1, 0)),
+                dim=1,
+            ).to(device),
             "video_mask": video_mask.to(device),
             "hard_neg_valid": torch.ones(size, dtype=torch.bool, device=device),
         },
@@ -239,6 +252,117 @@ def bench_epoch(device: torch.device) -> None:
               f"{EPOCH_SAMPLES / seconds:9.1f} samples/s, last loss {loss:.3f}")
 
 
+# ----------------------------------------------------------------------------- (d)
+# negforge's previous hand-written Hungarian solver (replaced by scipy's in issue 8), kept
+# here unchanged as the baseline of (d).
+def _legacy_assign_rows_le_cols(cost: np.ndarray) -> np.ndarray:
+    """Column assigned to each row of an (n, m) cost matrix with n <= m (minimum total)."""
+    n_rows, n_cols = cost.shape
+    # 1-based arrays; index 0 is the virtual start column of each augmenting path.
+    row_potential = np.zeros(n_rows + 1)
+    col_potential = np.zeros(n_cols + 1)
+    row_of_col = np.zeros(n_cols + 1, dtype=np.int64)  # 0 = column free
+    previous_col = np.zeros(n_cols + 1, dtype=np.int64)
+    for row in range(1, n_rows + 1):
+        row_of_col[0] = row
+        current_col = 0
+        min_slack = np.full(n_cols + 1, np.inf)
+        visited = np.zeros(n_cols + 1, dtype=bool)
+        while True:
+            visited[current_col] = True
+            current_row = row_of_col[current_col]
+            free = ~visited[1:]
+            reduced = cost[current_row - 1] - row_potential[current_row] - col_potential[1:]
+            improve = free & (reduced < min_slack[1:])
+            min_slack[1:][improve] = reduced[improve]
+            previous_col[1:][improve] = current_col
+            candidates = np.where(free, min_slack[1:], np.inf)
+            next_col = int(np.argmin(candidates)) + 1
+            delta = candidates[next_col - 1]
+            # Shift potentials so the tight edges stay tight and the new edge becomes tight.
+            row_potential[row_of_col[visited]] += delta
+            col_potential[visited] -= delta
+            min_slack[~visited] -= delta
+            current_col = next_col
+            if row_of_col[current_col] == 0:
+                break
+        # Augment along the alternating path back to the virtual column 0.
+        while current_col != 0:
+            back = previous_col[current_col]
+            row_of_col[current_col] = row_of_col[back]
+            current_col = back
+    col_of_row = np.empty(n_rows, dtype=np.int64)
+    for col in range(1, n_cols + 1):
+        if row_of_col[col] != 0:
+            col_of_row[row_of_col[col] - 1] = col - 1
+    return col_of_row
+
+
+def legacy_linear_sum_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost assignment for a rectangular (n, m) cost matrix.
+
+    Same contract as ``scipy.optimize.linear_sum_assignment``: returns ``(rows, cols)`` with
+    ``min(n, m)`` pairs, rows in increasing order, each row and column used at most once and
+    the summed cost minimal. Raises ``ValueError`` on non-finite costs.
+    """
+    matrix = np.asarray(cost, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"cost matrix must be 2-d, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError("cost matrix contains NaN or infinite entries")
+    n_rows, n_cols = matrix.shape
+    if n_rows == 0 or n_cols == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy()
+    if n_rows <= n_cols:
+        return np.arange(n_rows, dtype=np.int64), _legacy_assign_rows_le_cols(matrix)
+    row_of_col = _legacy_assign_rows_le_cols(matrix.T)
+    order = np.argsort(row_of_col)
+    return row_of_col[order], np.arange(n_cols, dtype=np.int64)[order]
+
+
+def bench_matcher(repeats: int) -> None:
+    generator = torch.Generator().manual_seed(4)
+    queries = 10
+    logits = torch.randn(BATCH, queries, 2, generator=generator)
+    spans = torch.sigmoid(torch.randn(BATCH, queries, 2, generator=generator))
+    targets = [torch.rand(int(n), 2, generator=generator) * 0.4 + 0.1
+               for n in torch.randint(1, 6, (BATCH,), generator=generator)]
+    # The per-video cost blocks the matcher solves: 10 L1 - gIoU - 4 p_fg, as its forward.
+    flat, all_targets = spans.flatten(0, 1), torch.cat(targets)
+    cost = (10 * torch.cdist(flat, all_targets, p=1)
+            - generalized_temporal_iou(span_cxw_to_xx(flat), span_cxw_to_xx(all_targets))
+            - 4 * logits.flatten(0, 1).softmax(-1)[:, :1])
+    split = cost.view(BATCH, queries, -1).split([len(t) for t in targets], -1)
+    blocks = [split[row][row].numpy() for row in range(BATCH)]
+    for block in blocks:
+        mine, theirs = legacy_linear_sum_assignment(block), linear_sum_assignment(block)
+        assert abs(block[mine].sum() - block[theirs].sum()) < 1e-9
+
+    def solve(solver) -> None:
+        for block in blocks:
+            solver(block)
+
+    legacy_s, scipy_s, legacy_full, scipy_full = [], [], [], []
+    matcher = matcher_module.HungarianMatcher()
+    for _ in range(repeats):  # alternating, so load changes hit both alike
+        legacy_s.append(median_time(lambda: solve(legacy_linear_sum_assignment), 1, lambda: None))
+        scipy_s.append(median_time(lambda: solve(linear_sum_assignment), 1, lambda: None))
+        matcher_module.linear_sum_assignment = legacy_linear_sum_assignment  # type: ignore
+        legacy_full.append(median_time(lambda: matcher(logits, spans, targets), 1, lambda: None))
+        matcher_module.linear_sum_assignment = linear_sum_assignment
+        scipy_full.append(median_time(lambda: matcher(logits, spans, targets), 1, lambda: None))
+    legacy, scipy_time = statistics.median(legacy_s), statistics.median(scipy_s)
+    full_legacy, full_scipy = statistics.median(legacy_full), statistics.median(scipy_full)
+    print(f"(d) Hungarian matching, B={BATCH}, {queries} queries, 1-5 windows, median of "
+          f"{repeats} alternating runs (same minimum costs)")
+    print(f"    solver only : hand-written {legacy * 1e3:8.3f} ms, scipy {scipy_time * 1e3:8.3f} ms"
+          f"  -> {legacy / scipy_time:.1f}x")
+    print(f"    matcher call: hand-written {full_legacy * 1e3:8.3f} ms, scipy "
+          f"{full_scipy * 1e3:8.3f} ms  -> {full_legacy / full_scipy:.1f}x "
+          f"(per train step x dec_layers)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,6 +375,7 @@ def main() -> None:
                         help="torch CPU threads for (a): tiny tensors, per-op overhead")
     parser.add_argument("--epoch", action="store_true", help="(c): one synthetic epoch")
     parser.add_argument("--skip-steps", action="store_true", help="skip (b)")
+    parser.add_argument("--matcher-repeats", type=int, default=50, help="runs of (d)")
     args = parser.parse_args()
     default_threads = args.threads or torch.get_num_threads()
     device = torch.device(args.device)
@@ -258,6 +383,7 @@ def main() -> None:
     torch.set_num_threads(args.loss_threads)
     print(f"[{torch.get_num_threads()} CPU thread(s)]")
     bench_losses(args.loss_repeats)
+    bench_matcher(args.matcher_repeats)
     torch.set_num_threads(default_threads)
     print(f"[{torch.get_num_threads()} CPU thread(s)]")
     if not args.skip_steps:

@@ -26,10 +26,10 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from negforge import __version__
-from negforge.atomic import atomic_path
+from negforge.atomic import AtomicFiles, atomic_files
 from negforge.errors import InputError
 
 PrimitiveType = Literal["verb", "noun", "adjective", "preposition", "adverb"]
@@ -65,8 +65,8 @@ class QueryFields(BaseModel):
     qid: str
     query: str
     vid: str
-    duration: float
-    relevant_windows: list[tuple[float, float]]
+    duration: FiniteFloat
+    relevant_windows: list[tuple[FiniteFloat, FiniteFloat]]
 
 
 class MaskedLevel(QueryFields):
@@ -238,8 +238,13 @@ def write_artifact(
     path: str | Path,
     table_or_rows: pa.Table | Sequence[BaseModel] | Sequence[dict[str, Any]],
     provenance: Provenance,
+    group: AtomicFiles | None = None,
 ) -> Path:
-    """Write an artifact atomically with its provenance in the file metadata."""
+    """Write an artifact atomically with its provenance in the file metadata.
+
+    With ``group`` the artifact is renamed into place together with the group's other files
+    (its summary, its bad-row report).
+    """
     kind = provenance.kind
     table = (
         table_or_rows
@@ -251,21 +256,35 @@ def write_artifact(
     metadata[METADATA_KEY] = provenance.model_dump_json().encode()
     table = table.replace_schema_metadata(metadata)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    if group is None:
+        with atomic_files() as own:
+            pq.write_table(table, own.path(path), compression="zstd")
+    else:
+        pq.write_table(table, group.path(path), compression="zstd")
     return path
 
 
 def read_provenance(path: str | Path) -> Provenance:
-    """Read only the provenance of an artifact (cheap: the footer alone)."""
+    """Read only the provenance of an artifact (cheap: the footer alone, or a dataset's
+    manifest)."""
     path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path=path)
+    if path.is_dir():  # a partitioned artifact (negforge.datasets), or an error naming it
+        from negforge.datasets import read_manifest
+
+        return read_manifest(path).provenance
     try:
         metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowException) as exc:
         raise InputError(f"not a readable Parquet artifact ({exc})", path=path) from exc
     if METADATA_KEY not in metadata:
         raise InputError("Parquet file has no negforge provenance metadata", path=path)
-    return Provenance.model_validate_json(metadata[METADATA_KEY])
+    try:
+        return Provenance.model_validate_json(metadata[METADATA_KEY])
+    except ValueError as exc:
+        raise InputError(f"unreadable negforge provenance ({exc.__class__.__name__})",
+                         path=path) from exc  # fmt: skip
 
 
 def read_artifact(
@@ -282,15 +301,49 @@ def read_artifact(
             f"(this negforge reads version {expected})",
             path=path,
         )
-    table = pq.read_table(path)
+    if Path(path).is_dir():
+        from negforge.datasets import read_table
+
+        return read_table(path), provenance
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"not a readable Parquet artifact ({exc})", path=path) from exc
     return table, provenance
+
+
+def artifact_rows(path: str | Path) -> int:
+    """The number of rows of an artifact (its footer only, or a dataset's manifest)."""
+    read_provenance(path)  # a readable negforge artifact, or InputError naming it
+    if Path(path).is_dir():
+        from negforge.datasets import read_manifest
+
+        return read_manifest(path).rows
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """The content hash of an artifact: the file's sha256, or a dataset's (its parts')."""
+    if Path(path).is_dir():
+        from negforge.datasets import dataset_sha256
+
+        return dataset_sha256(path)
+    return sha256_file(path)
 
 
 def load_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
     """Read an artifact into validated row models."""
     kind = next(k for k, m in ROW_MODELS.items() if m is model)
     table, _ = read_artifact(path, kind)  # type: ignore[arg-type]
-    return [model.model_validate(row) for row in table.to_pylist()]
+    rows = []
+    for number, row in enumerate(table.to_pylist(), start=1):
+        try:
+            rows.append(model.model_validate(row))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"]) or None
+            raise InputError(str(error["msg"]), path=path, line=number, field=field) from exc
+    return rows
 
 
 def provenance_json(provenance: Provenance) -> str:

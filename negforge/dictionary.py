@@ -41,7 +41,6 @@ from negforge.artifacts import (
     sha256_file,
     write_artifact,
 )
-from negforge.atomic import atomic_write_text
 from negforge.errors import ConfigError
 from negforge.masking import POS_TO_TYPE, Token
 
@@ -78,35 +77,59 @@ def _most_common(counter: Counter[str], top: int) -> list[tuple[str, int]]:
 
 def count_dictionary(parsed: Iterable[Sequence[Token]]) -> DictionaryCount:
     """Dictionary entries of a parsed corpus and the dropped non-words (see module docs)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    lemmas: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    return dictionary_from_lemma_counts(lemma_counts(parsed))
+
+
+def count_words(parsed: Iterable[Sequence[Token]]) -> list[DictionaryEntry]:
+    """Dictionary entries of a parsed corpus (see the module docstring for the rules)."""
+    return count_dictionary(parsed).entries
+
+
+#: ``(type, word, lemma)`` -> occurrences: what one shard contributes to D (a sum reduces).
+LemmaCounts = Counter[tuple[str, str, str]]
+
+
+def lemma_counts(parsed: Iterable[Sequence[Token]]) -> LemmaCounts:
+    """Partial counts of a parsed shard: ``(type, word, lemma)`` occurrences.
+
+    Summing the counts of every shard and passing them to :func:`dictionary_from_lemma_counts`
+    gives :func:`count_dictionary` of the whole corpus (the rules of the module docstring).
+    """
+    counts: LemmaCounts = Counter()
     pos_to_type = POS_TO_TYPE
     for tokens in parsed:
         for text, pos, _dep, lemma in tokens:
             kind = pos_to_type.get(pos)
-            if kind is None:
-                continue
-            word = text.lower()
-            key = (kind, word)
-            counts[key] += 1
-            lemmas[key][lemma.lower() or word] += 1
+            if kind is not None:
+                word = text.lower()
+                counts[(kind, word, lemma.lower() or word)] += 1
+    return counts
+
+
+def dictionary_from_lemma_counts(counts: LemmaCounts) -> DictionaryCount:
+    """D from (summed) partial counts: its entries in order and the dropped non-words."""
+    totals: Counter[tuple[str, str]] = Counter()
+    lemmas: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for (kind, word, lemma), count in counts.items():
+        totals[(kind, word)] += count
+        lemmas[(kind, word)][lemma] += count
     rank = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
     entries: list[DictionaryEntry] = []
     dropped: Counter[str] = Counter()
     words_ok: dict[str, bool] = {}
-    for (word_type, word), count in counts.items():
+    for (word_type, word), count in totals.items():
         ok = words_ok.get(word)
         if ok is None:
             ok = words_ok[word] = is_word(word)
         if not ok:
             dropped[word] += count
             continue
-        lemma_counts = lemmas[(word_type, word)].items()
+        lemma = min(lemmas[(word_type, word)].items(), key=lambda item: (-item[1], item[0]))[0]
         entries.append(
             DictionaryEntry(
                 type=word_type,  # type: ignore[arg-type]
                 word=word,
-                lemma=min(lemma_counts, key=lambda item: (-item[1], item[0]))[0],
+                lemma=lemma,
                 count=count,
             )
         )
@@ -114,9 +137,9 @@ def count_dictionary(parsed: Iterable[Sequence[Token]]) -> DictionaryCount:
     return DictionaryCount(entries, dropped)
 
 
-def count_words(parsed: Iterable[Sequence[Token]]) -> list[DictionaryEntry]:
-    """Dictionary entries of a parsed corpus (see the module docstring for the rules)."""
-    return count_dictionary(parsed).entries
+def entries_from_lemma_counts(counts: LemmaCounts) -> list[DictionaryEntry]:
+    """Dictionary entries from (summed) partial counts, ordered as :func:`count_words`."""
+    return dictionary_from_lemma_counts(counts).entries
 
 
 def entries_table(entries: Sequence[DictionaryEntry]) -> pa.Table:
@@ -192,54 +215,94 @@ def build_dictionary(
     split: str | None = None,
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
+    allow_empty: bool = False,
 ) -> BuildResult:
-    """Count the primitive words of one or more query files into a dictionary artifact."""
-    from negforge.nlp import gc_paused, normalise_text, parse_texts
-    from negforge.readers import read_queries, report_path
+    """Count the primitive words of one or more query files into a dictionary artifact.
+
+    The artifact, its summary and the bad-row reports are written together (or not at all).
+    """
+    from negforge.atomic import atomic_files, check_output
+    from negforge.nlp import gc_paused, parse_queries
+    from negforge.readers import ReadResult, read_queries, report_path
 
     if not inputs:
         raise ConfigError("build-dict needs at least one input file")
-    output = Path(output)
+    output = check_output(output, inputs=inputs)
+
+    def report_of(index: int) -> Path:
+        suffix = "" if len(inputs) == 1 else f".{index}"
+        return report_path(output.with_name(output.name + suffix))
+
+    for index in range(len(inputs)):
+        check_output(report_of(index), inputs=inputs, what="bad-row report")
+    check_output(summary_path(output), inputs=inputs, what="summary")
     parsed_all: list[list[Token]] = []
     queries = bad = 0
     model_name = model_version = None
-    reports: list[Path] = []
-    for index, path in enumerate(inputs):
+    results: list[ReadResult] = []
+    for path in inputs:
         with gc_paused():
-            result = read_queries(path, fmt=fmt, split=split, on_error=on_error)
-            parsed = parse_texts([normalise_text(r.query) for r in result.records],
-                                 spacy_model, cache_dir=cache_dir)
+            result = read_queries(path, fmt=fmt, split=split, on_error=on_error,
+                                  allow_empty=allow_empty)
+            parsed = parse_queries([r.query for r in result.records], spacy_model,
+                                   cache_dir=cache_dir)
         parsed_all.extend(parsed.tokens)
         model_name, model_version = parsed.model.name, parsed.model.version
         queries += len(result.records)
         bad += len(result.bad_rows)
-        suffix = "" if len(inputs) == 1 else f".{index}"
-        report = result.write_report(report_path(output.with_name(output.name + suffix)))
-        if report is not None:
-            reports.append(report)
+        results.append(result)
     with gc_paused():
         counted = count_dictionary(parsed_all)
     entries = counted.entries
-    per_type: dict[str, int] = {
-        k: sum(1 for e in entries if e.type == k) for k in PRIMITIVE_TYPES
-    }
-    provenance = Provenance(
+    per_type = type_sizes(entries)
+    provenance = dictionary_provenance(
+        inputs, counted, spacy_model=model_name, spacy_version=model_version,
+        settings={"on_error": on_error, "format": fmt, "split": split},
+        fingerprint=fingerprint, queries=queries, bad_rows=bad,
+    )
+    summary = summary_path(output)
+    reports: list[Path] = []
+    with atomic_files() as group:
+        for index, result in enumerate(results):
+            report = result.write_report(report_of(index), group)
+            if report is not None:
+                reports.append(report)
+        write_artifact(output, entries_table(entries), provenance, group)
+        group.write_text(summary, summary_text(entries, dropped=counted.dropped))
+    return BuildResult(output, summary, queries, len(entries), per_type, bad, reports,
+                       sum(counted.dropped.values()), len(counted.dropped))
+
+
+def type_sizes(entries: Sequence[DictionaryEntry]) -> dict[str, int]:
+    """Words of D per primitive type."""
+    return {k: sum(1 for e in entries if e.type == k) for k in PRIMITIVE_TYPES}
+
+
+def dictionary_provenance(
+    inputs: Sequence[str | Path],
+    counted: DictionaryCount,
+    *,
+    spacy_model: str | None,
+    spacy_version: str | None,
+    settings: dict[str, object],
+    fingerprint: str | None,
+    queries: int,
+    bad_rows: int,
+) -> Provenance:
+    """The provenance of a dictionary artifact (whichever engine built it)."""
+    entries = counted.entries
+    return Provenance(
         kind="dictionary",
         schema_version=SCHEMA_VERSIONS["dictionary"],
         input_files=[str(p) for p in inputs],
         input_sha256=[sha256_file(p) for p in inputs],
-        spacy_model=model_name,
-        spacy_version=model_version,
-        settings={"on_error": on_error, "format": fmt, "split": split},
+        spacy_model=spacy_model,
+        spacy_version=spacy_version,
+        settings=settings,
         fingerprint=fingerprint,
-        summary={"queries": queries, "entries": len(entries), "per_type": per_type,
-                 "bad_rows": bad, "dropped_non_words": counted.dropped_summary()},
+        summary={"queries": queries, "entries": len(entries), "per_type": type_sizes(entries),
+                 "bad_rows": bad_rows, "dropped_non_words": counted.dropped_summary()},
     )
-    write_artifact(output, entries_table(entries), provenance)
-    summary = summary_path(output)
-    atomic_write_text(summary, summary_text(entries, dropped=counted.dropped))
-    return BuildResult(output, summary, queries, len(entries), per_type, bad, reports,
-                       sum(counted.dropped.values()), len(counted.dropped))
 
 
 class DictionaryIndex:

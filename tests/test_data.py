@@ -18,9 +18,17 @@ from negforge.trainer.data import (
     load_train_samples,
     normalized_spans,
     saliency_labels,
+    saliency_pairs,
+    span_targets,
     split_by_video,
+    window_clips,
 )
-from negforge.trainer.features import TextFeatureStore, VideoFeatureStore, negative_key
+from negforge.trainer.features import (
+    TextFeatureStore,
+    VideoFeatureStore,
+    append_tef,
+    negative_key,
+)
 from tests.support.trainer_inputs import (
     negative_rows,
     write_jsonl,
@@ -32,24 +40,62 @@ from tests.support.trainer_inputs import (
 RNG = np.random.default_rng(1)
 
 
-def test_saliency_labels_follow_the_reference_rule():
-    # Clips int(st/clip_len) .. min(int(ed/clip_len), L) - 1.
-    labels = saliency_labels([(22.7, 34.0)], 0.5, 66)
-    assert np.flatnonzero(labels).tolist() == list(range(45, 66))  # 68 capped at L = 66
-    labels = saliency_labels([(1.0, 2.6)], 0.5, 10)
-    assert np.flatnonzero(labels).tolist() == [2, 3, 4]
-    # Several windows: the union.
-    labels = saliency_labels([(0.0, 1.0), (3.0, 4.0)], 1.0, 6)
-    assert labels.tolist() == [1, 0, 0, 1, 0, 0]
-    # A window inside one clip still marks that clip.
-    assert np.flatnonzero(saliency_labels([(2.1, 2.3)], 0.5, 10)).tolist() == [4]
+def window_sample(windows, **extra):
+    return GroundingSample(
+        qid="q", query="a", vid="v", duration=60.0, windows=tuple(windows), **extra
+    )
 
 
-def test_spans_are_normalised_centre_width():
+def test_saliency_labels_follow_the_originals_sub_as_query_rule():
+    # Clips int(st/clip_len) .. max(0, min(int(ed/clip_len), L) - 1), first window only.
+    mask, graded = saliency_labels(window_sample([(22.7, 34.0)]), 0.5, 66)
+    assert np.flatnonzero(mask).tolist() == list(range(45, 66))  # 68 capped at L = 66
+    assert graded.tolist() == mask.tolist()
+    mask, _ = saliency_labels(window_sample([(1.0, 2.6)]), 0.5, 10)
+    assert np.flatnonzero(mask).tolist() == [2, 3, 4]
+    # Only the first window labels the clips (SHINE's relevant_windows[0]).
+    mask, _ = saliency_labels(window_sample([(0.0, 1.0), (3.0, 4.0)]), 1.0, 6)
+    assert mask.tolist() == [1, 0, 0, 0, 0, 0]
+    # A window inside one clip: the range is empty and both ends become its last clip,
+    # int(2.3 / 0.5) - 1 = 3, as the original computes it.
+    assert window_clips((2.1, 2.3), 0.5, 10) == (3, 3)
+    assert np.flatnonzero(saliency_labels(window_sample([(2.1, 2.3)]), 0.5, 10)[0]).tolist() == [3]
+
+
+def test_qvhighlights_labels_and_pairs():
+    sample = window_sample(
+        [(26.0, 36.0)],
+        relevant_clip_ids=(13, 14, 15, 16, 80),
+        clip_scores=(10.0, 12.0, 7.0, 3.0, 9.0),
+    )
+    mask, graded = saliency_labels(sample, 2.0, 75)
+    assert np.flatnonzero(mask).tolist() == [13, 14, 15, 16]  # clip 80 >= L: stop there
+    assert graded[[13, 14, 15, 16]].tolist() == [10.0, 12.0, 7.0, 3.0]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        pos, neg = saliency_pairs(sample, 2.0, 75, rng)
+        assert pos[0] == 14 and neg[0] == 16  # best- and worst-scored relevant clips
+        assert pos[1] in (13, 14, 15, 16, 74) and neg[1] not in (13, 14, 15, 16, 80)
+
+
+def test_window_pairs_are_inside_and_outside():
+    rng = np.random.default_rng(0)
+    sample = window_sample([(1.0, 4.0)])  # clips 2..7 of 20
+    for _ in range(50):
+        pos, neg = saliency_pairs(sample, 0.5, 20, rng)
+        assert len(set(pos)) == 2 and all(2 <= c <= 7 for c in pos)
+        assert len(set(neg)) == 2 and all(c < 2 or c > 7 for c in neg)
+    # One clip inside: twice the same; fewer than two outside: clips 0 and 1 (SHINE).
+    assert saliency_pairs(window_sample([(0.0, 0.4)]), 0.5, 2, rng) == ([0, 0], [0, 1])
+    assert saliency_pairs(window_sample([(0.0, 10.0)]), 1.0, 10, rng)[1] == [0, 1]
+
+
+def test_spans_are_normalised_centre_width_without_clamping():
     spans = normalized_spans([(2.0, 6.0), (8.0, 12.0)], coverage=10.0)
-    np.testing.assert_allclose(spans, [[0.4, 0.4], [0.9, 0.2]])  # the second is clipped at 10 s
-    beyond = normalized_spans([(12.0, 14.0)], coverage=10.0)
-    assert 0 < beyond[0, 1] <= 0.01 and beyond[0, 0] + beyond[0, 1] / 2 <= 1.0 + 1e-6
+    np.testing.assert_allclose(spans, [[0.4, 0.4], [1.0, 0.4]])  # the originals do not clip
+    many = np.arange(14, dtype=np.float32).reshape(7, 2)
+    kept = span_targets(many, np.random.default_rng(0))
+    assert kept.shape == (5, 2) and len({tuple(r) for r in kept.tolist()}) == 5
 
 
 def shine_jsonl_rows():
@@ -121,6 +167,11 @@ def test_split_by_video_is_disjoint_and_seeded():
     assert split_by_video(samples, 0.0, seed=1) == (samples, [])
 
 
+def test_next_row_inbatch_negative_reproduces_the_originals():
+    index = inbatch_negative_index(["a", "a", "b"], np.random.default_rng(0), "next_row")
+    assert index.tolist() == [1, 2, 0]  # row 0's negative is a query of its own video
+
+
 def test_inbatch_negative_is_always_another_video():
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -133,7 +184,7 @@ def test_inbatch_negative_is_always_another_video():
                 assert neg >= 0 and vids[neg] != vids[row]
 
 
-def build_dataset(tmp_path, *, with_negatives=True, max_v_len=None):
+def build_dataset(tmp_path, *, with_negatives=True, max_v_len=None, long_videos="truncate"):
     rows = shine_jsonl_rows()
     lengths = {"V1": 20, "V2": 16, "V3": 12}
     for vid, length in lengths.items():
@@ -155,6 +206,7 @@ def build_dataset(tmp_path, *, with_negatives=True, max_v_len=None):
         max_v_len=max_v_len,
         use_tef=True,
         with_negatives=with_negatives,
+        long_videos=long_videos,
     )
 
 
@@ -181,7 +233,20 @@ def test_collate_pads_with_masks_and_builds_targets(tmp_path):
     for row, neg in enumerate(batch.inbatch_neg_index.tolist()):
         assert vids[neg] != vids[row]
     targets = batch.targets()
-    assert set(targets) == {"spans", "saliency_labels", "video_mask", "hard_neg_valid"}
+    assert set(targets) == {
+        "spans",
+        "saliency_labels",
+        "saliency_all_labels",
+        "saliency_pos_labels",
+        "saliency_neg_labels",
+        "video_mask",
+        "hard_neg_valid",
+    }
+    assert batch.saliency_pos_labels.shape == (4, 2) and batch.saliency_neg_labels.shape == (4, 2)
+    for row in range(4):
+        labels = batch.saliency_labels[row]
+        assert all(labels[c] == 1 for c in batch.saliency_pos_labels[row].tolist())
+        assert all(labels[c] == 0 for c in batch.saliency_neg_labels[row].tolist())
     inputs = batch.model_inputs(hard_negatives=True, inbatch=True)
     assert inputs["inbatch_neg_index"] is batch.inbatch_neg_index
     assert inputs["hard_neg_text_feats"] is batch.hard_neg_text_feats
@@ -206,8 +271,17 @@ def test_inbatch_choice_is_seeded_by_epoch_not_by_worker(tmp_path):
     assert len(draws) > 1  # it varies over epochs
 
 
-def test_pooling_long_videos_rescales_clip_length(tmp_path):
+def test_long_videos_are_cut_like_the_originals(tmp_path):
     dataset = build_dataset(tmp_path, with_negatives=False, max_v_len=10)
+    item = dataset[0]  # V1 has 20 clips of 0.5 s -> the first 10
+    assert item.video.shape == (10, 8) and item.clip_len == 0.5 and item.coverage == 5.0
+    np.testing.assert_allclose(item.video[:, -2:], append_tef(np.zeros((10, 0)))[:, -2:])
+    assert np.flatnonzero(item.saliency).tolist() == [2, 3, 4, 5, 6, 7]
+    torch.testing.assert_close(torch.from_numpy(item.spans), torch.tensor([[0.5, 0.6]]))
+
+
+def test_pooling_long_videos_rescales_clip_length(tmp_path):
+    dataset = build_dataset(tmp_path, with_negatives=False, max_v_len=10, long_videos="pool")
     item = dataset[0]  # V1 has 20 clips of 0.5 s -> 10 clips of 1 s
     assert item.video.shape == (10, 8) and item.clip_len == pytest.approx(1.0)
     assert np.flatnonzero(item.saliency).tolist() == [1, 2, 3]

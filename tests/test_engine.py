@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from negforge.errors import InputError
 from negforge.trainer.config import build_config
 from negforge.trainer.data import load_eval_samples, load_train_samples
 from negforge.trainer.engine import (
+    CHECKPOINT_FORMAT,
     load_model_from_checkpoint,
     load_run_data,
     predict,
@@ -78,7 +80,7 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tiny_synth, tmp_path):
         save_checkpoint(
             path,
             {
-                "format": "negforge-checkpoint/1",
+                "format": CHECKPOINT_FORMAT,
                 "model": model.state_dict(),
                 "config": cfg.model_dump(mode="json"),
                 "epoch": 0,
@@ -86,6 +88,10 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tiny_synth, tmp_path):
         )
         loaded, loaded_cfg = load_model_from_checkpoint(path, "cpu")
         assert loaded_cfg.model.backbone == backbone
+        old = tmp_path / "old.pt"
+        save_checkpoint(old, {"format": "negforge-checkpoint/1", "model": {}, "config": {}})
+        with pytest.raises(InputError, match="earlier negforge"):
+            load_model_from_checkpoint(old, "cpu")
         after = predict(loaded, test, batch_size=4)
         for a, b in zip(before, after, strict=True):
             assert a.prediction == b.prediction

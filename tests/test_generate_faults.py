@@ -133,7 +133,11 @@ def test_every_fault_ends_valid_or_flagged_and_reruns_cost_nothing(
     output = tmp_path / "negatives.parquet"
 
     with FakeOpenAIServer(faults=_fault_plan(queries)) as server:
-        config = _config(tmp_path, server.base_url, client=client, on_invalid=on_invalid)
+        # one query fails past every retry: tolerated here (--max-failed), flagged per
+        # --on-failed (the loud default, exit code 3, is tested in test_reliability.py)
+        on_failed = "random" if on_invalid == "random" else "drop"
+        config = _config(tmp_path, server.base_url, client=client, on_invalid=on_invalid,
+                         on_failed=on_failed, max_failed=0.1)  # fmt: skip
         summary = generate_negatives(inputs.masked, inputs.dictionary, output, config)
         first = server.requests
 
@@ -165,7 +169,11 @@ def test_every_fault_ends_valid_or_flagged_and_reruns_cost_nothing(
                 _assert_valid_row(row)
             else:
                 assert row["invalid_reasons"], row
-            assert row["backend"] == "openai-compatible" and row["model"] == "openai/fake-gpt"
+            if row["fallback"] == "random_after_error":  # made by the random baseline
+                assert row["backend"] == "random" and row["model"] == "random"
+            else:
+                assert row["backend"] == "openai-compatible"
+                assert row["model"] == "openai/fake-gpt"
         for query in [*queries[:ALWAYS_WRONG_COUNT], queries[7], *queries[len(SCENARIO) :]]:
             for row in by_query[query]:
                 assert row["valid"] and row["fallback"] is None
@@ -182,13 +190,15 @@ def test_every_fault_ends_valid_or_flagged_and_reruns_cost_nothing(
             # the content faults hit level 1 only; a failed call hits every level
             assert len(flagged) == (len(by_query[queries[index]]) if index == ALWAYS_500 else 1)
             for row in flagged:
-                if on_invalid == "random":
-                    assert row["fallback"] == "random" and row["negative"] is not None
-                elif on_invalid == "keep":
-                    assert row["fallback"] == "keep" and not row["valid"]
-                else:
+                if index == ALWAYS_500 and on_failed == "random":
+                    assert row["fallback"] == "random_after_error" and row["negative"] is not None
+                elif index == ALWAYS_500 or on_invalid == "drop":
                     assert row["fallback"] is None and not row["valid"]
                     assert row["negative"] is None
+                elif on_invalid == "random":
+                    assert row["fallback"] == "random" and row["negative"] is not None
+                else:
+                    assert row["fallback"] == "keep" and not row["valid"]
         assert summary.rows == len(rows)
         assert summary.failed_queries == 1
         assert summary.reasks == 1 + 2 * (MAX_ATTEMPTS - 1) + 1

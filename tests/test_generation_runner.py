@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from negforge.artifacts import NegativeRow, load_rows, read_provenance
 from negforge.cli import app
 from negforge.generation.config import GenerateConfig
-from negforge.generation.errors import FatalCallError
+from negforge.generation.errors import FatalCallError, GenerationFailed
 from negforge.generation.journal import journal_path_for
 from negforge.generation.runner import estimate_generation, generate_negatives
 from tests.support.fake_openai import FakeOpenAIServer, FaultRule
@@ -107,6 +107,7 @@ def test_gemini_goes_through_litellm(inputs, tmp_path, monkeypatch):
         return await real(**kwargs, mock_response=build_answer(body, None))
 
     monkeypatch.setattr(litellm, "acompletion", mocked)
+    monkeypatch.setenv("GEMINI_API_KEY", "a-placeholder-key-litellm-is-mocked")  # checked first
     masked, dictionary = inputs
     config = GenerateConfig(llm="gemini/gemini-1.5-flash", cache_dir=tmp_path / "c", quiet=True)
     summary = generate_negatives(masked, dictionary, tmp_path / "gem.parquet", config)
@@ -192,21 +193,57 @@ def test_fatal_error_stops_and_the_rerun_finishes_only_the_rest(inputs, server, 
     assert len(load_rows(out, NegativeRow)) == 3 * QUERIES
 
 
-def test_failed_queries_are_flagged_and_retried_by_a_rerun(inputs, server, tmp_path):
+def test_failed_queries_fail_the_run_loudly_and_a_rerun_retries_them(inputs, server, tmp_path):
     masked, dictionary = inputs
     victim = TOY_QUERIES[2]
     query_text = " ".join(victim[1][:-1]) + "."
     server.set_faults([FaultRule(kind="server_error", query=query_text)])
     out = tmp_path / "neg.parquet"
-    config = _config(server, tmp_path, max_retries=2)
-    summary = generate_negatives(masked, dictionary, out, config)
-    assert summary.failed_queries == 1 and summary.retries == 2
-    rows = [r for r in load_rows(out, NegativeRow) if r.qid == victim[0]]
-    assert all("backend_error" in r.invalid_reasons and r.fallback == "random" for r in rows)
+    config = _config(server, tmp_path, max_retries=2, concurrency=1)
+    # default --max-failed 0 --on-failed error: exit code 3, the last error, no artifact
+    with pytest.raises(GenerationFailed) as caught:
+        generate_negatives(masked, dictionary, out, config)
+    assert caught.value.exit_code == 3
+    assert f"1 of {QUERIES} queries" in str(caught.value) and "HTTP 500" in str(caught.value)
+    assert "3 queries were not attempted" in str(caught.value)  # stopped at once
+    assert not out.exists() and journal_path_for(out).exists()
     assert len([r for r in server.requests if r.query == query_text]) == 3  # bounded
+    finished = len(server.requests) - 3
+    # the rerun pays only for the failed query (and the ones never started)
     server.set_faults([])
+    server.reset()
     rerun = generate_negatives(masked, dictionary, out, config)
-    assert rerun.calls == 1 and rerun.resumed_queries == QUERIES - 1 and rerun.failed_queries == 0
+    assert rerun.calls == QUERIES - finished and rerun.resumed_queries == finished
+    assert rerun.failed_queries == 0 and rerun.valid_rows == rerun.rows
+
+
+@pytest.mark.parametrize("on_failed", ["random", "drop"])
+def test_a_chosen_fallback_writes_flagged_rows_and_still_exits_3(inputs, server, tmp_path,
+                                                                   on_failed):
+    masked, dictionary = inputs
+    victim = TOY_QUERIES[2]
+    query_text = " ".join(victim[1][:-1]) + "."
+    server.set_faults([FaultRule(kind="server_error", query=query_text)])
+    out = tmp_path / "neg.parquet"
+    config = _config(server, tmp_path, max_retries=1, on_failed=on_failed)
+    with pytest.raises(GenerationFailed, match="was written with their 3 rows"):
+        generate_negatives(masked, dictionary, out, config)
+    rows = [r for r in load_rows(out, NegativeRow) if r.qid == victim[0]]
+    assert rows and all("backend_error" in r.invalid_reasons for r in rows)
+    if on_failed == "random":  # flagged, and made by the random baseline, not the LLM
+        assert all(r.fallback == "random_after_error" and r.model == "random" for r in rows)
+        assert all(r.negative for r in rows)
+    else:
+        assert all(r.negative is None and not r.valid for r in rows)
+    summary = read_provenance(out).summary
+    assert summary["failed_queries"] == 1 and summary["failed_rows"] == 3
+    assert "HTTP 500" in summary["last_error"]
+    # within --max-failed the run succeeds (the rows stay flagged), and a rerun retries
+    tolerant = _config(server, tmp_path, max_retries=1, on_failed=on_failed, max_failed=0.5)
+    assert generate_negatives(masked, dictionary, out, tolerant).failed_queries == 1
+    server.set_faults([])
+    server.reset()
+    assert generate_negatives(masked, dictionary, out, tolerant).calls == 1
 
 
 def test_api_keys_never_reach_errors_caches_or_artifacts(inputs, tmp_path, monkeypatch):

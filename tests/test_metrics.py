@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from negforge.trainer.data import GroundingSample
@@ -107,6 +105,19 @@ def test_average_precision_by_hand():
     assert average_precision([], [(0.0, 10.0)], 0.5) == 0.0
 
 
+def test_iou_ties_between_ground_truth_windows_try_the_later_window_first():
+    # [21, 31] has IoU 9/11 with both windows; like standalone_eval (argsort()[::-1]) it
+    # takes the later one, which leaves [20, 30] for the exact second prediction: two hits
+    # at IoU 0.8 (taking the first window would leave IoU 8/12 for the second: AP 0.5).
+    gts = [(20.0, 30.0), (22.0, 32.0)]
+    preds = [[21.0, 31.0, 0.9], [20.0, 30.0, 0.8]]
+    assert average_precision(preds, gts, 0.8) == pytest.approx(1.0)
+    assert average_precision(preds, gts, 0.95) == pytest.approx(0.25)  # only the second hits
+    # R1: the best-IoU window, the first one on ties.
+    result = evaluate([pred("a", preds)], [sample("a", gts)])
+    assert result.metrics["mIoU"] == round(100 * 9 / 11, 2)
+
+
 def test_mr_map_over_thresholds_and_length_buckets():
     s = sample("a", [(0.0, 10.0), (20.0, 30.0)])
     preds = [pred("a", [[0.0, 10.0, 0.9], [0.0, 10.0, 0.8], [20.0, 25.0, 0.7]])]
@@ -115,9 +126,11 @@ def test_mr_map_over_thresholds_and_length_buckets():
     assert result.metrics["mAP"] == round(100 * (5 / 6 + 9 * 0.5) / 10, 2)
     assert result.metrics["mAP@0.5"] == round(100 * 5 / 6, 2)
     assert result.metrics["mAP@0.75"] == 50.0
-    # Both GT windows are 10 s long: "middle" (10 <= len < 30); no short or long GT.
-    assert result.metrics["mAP_middle"] == result.metrics["mAP"]
-    assert math.isnan(result.metrics["mAP_short"]) and math.isnan(result.metrics["mAP_long"])
+    # Both GT windows are 10 s long: "short" is (0, 10] as in standalone_eval; the empty
+    # middle and long buckets score 0 as in QD-DETR's and SHINE's eval.
+    assert result.metrics["mAP_short"] == result.metrics["mAP"]
+    assert result.metrics["mAP_middle"] == 0.0 and result.metrics["mAP_long"] == 0.0
+    assert result.brief["MR-short-mAP"] == result.metrics["mAP"]
 
 
 def test_map_uses_only_the_top_10_windows():
@@ -165,7 +178,8 @@ def test_table_files_and_log_row(tmp_path):
     import json
 
     written = json.loads(write_metrics(tmp_path / "m.json", results).read_text())
-    assert written["test_trivial"]["metrics"]["mAP_short"] is None  # NaN -> null
+    assert written["test_trivial"]["metrics"]["mAP_long"] == 0.0  # empty bucket
+    assert written["test_trivial"]["brief"]["MR-full-R1@0.5"] == 100.0
 
 
 def reference_ap(preds, gts, threshold):

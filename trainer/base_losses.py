@@ -1,14 +1,26 @@
 """The full training objective (Eq. 5): L_base of the backbone + alpha L_cr + beta L_fr.
 
-``SetCriterion`` computes DETR's set losses after Hungarian matching (span L1, span gIoU,
-foreground/background cross-entropy with background weight ``eos_coef``) on the final and
-every auxiliary decoder layer, the backbone's saliency losses, and - in training only - the
-SHINE losses of ``negforge.trainer.shine_losses``. The base loss is always computed
-(REFERENCE.md defect 1); the SHINE terms never at evaluation (defect 3).
+L_base is the originals' ``SetCriterion`` term for term, with the same normalisations:
+
+* ``loss_span``: L1 of the matched (centre, width), mean over matched spans x 2 coordinates;
+* ``loss_giou``: 1 - gIoU of the matched spans, mean over matched spans;
+* ``loss_label``: 2-class cross-entropy, matched queries foreground, background weighted
+  ``eos_coef``, the weighted per-query terms averaged over B x Q (not over the weights);
+* the three again for every earlier decoder layer (``_0``, ``_1``, ...), each re-matched;
+* ``loss_saliency``: Moment-DETR's hinge on the sampled (inside, outside) clip pairs,
+  sum / (B x pairs) x 2; QD-DETR adds its rank-contrastive loss and the mismatched-query
+  loss, one term as in the original. The parts are logged as ``loss_saliency_hinge``,
+  ``loss_saliency_rc`` and ``loss_saliency_neg``.
+
+The base loss is always computed (REFERENCE.md defect 1); the SHINE terms only in training
+(defect 3). The in-batch negative is a query of another video (defect 6): its scores enter
+QD-DETR's terms where the original uses the next row of the batch.
 
 Targets (dict): ``spans`` list of (n_i, 2) normalised (centre, width) windows,
-``saliency_labels`` (B, L) 0/1 window mask, ``video_mask`` (B, L), optionally
-``hard_neg_valid`` (B,) bool.
+``saliency_labels`` (B, L) 0/1 window mask (SHINE), ``saliency_all_labels`` (B, L) graded
+labels of the rank-contrastive loss (default: ``saliency_labels``), ``saliency_pos_labels``
+and ``saliency_neg_labels`` (B, P) sampled clip indices of the hinge, ``video_mask`` (B, L),
+optionally ``hard_neg_valid`` (B,) bool.
 """
 
 from __future__ import annotations
@@ -24,66 +36,77 @@ from negforge.trainer.model_config import LossConfig
 from negforge.trainer.shine_losses import shine_losses
 from negforge.trainer.span_utils import generalized_temporal_iou, span_cxw_to_xx
 
-# Finite stand-in for -inf in log-sum-exp (keeps gradients free of NaN).
-_VERY_NEGATIVE = -1e9
-
-
-def _mean_over_rows(values: Tensor, rows: Tensor) -> Tensor:
-    rows = rows.to(torch.bool)
-    total = torch.where(rows, values, torch.zeros_like(values)).sum()
-    return total / rows.sum().clamp(min=1).to(values.dtype)
+#: Score given to padded clips before the rank-contrastive softmax (QD-DETR's -1e3).
+PADDED_SCORE = -1e3
+#: The graded saliency labels run over ranks 1..11; the sum is divided by 12 (QD-DETR).
+RANK_LEVELS = 11
+RANK_DIVISOR = 12
 
 
 def saliency_hinge_loss(
-    scores: Tensor, window_mask: Tensor, valid_mask: Tensor, margin: float
+    scores: Tensor, pos_clips: Tensor, neg_clips: Tensor, margin: float
 ) -> Tensor:
-    """Moment-DETR's saliency hinge: max(0, margin + s_out - s_in).
-
-    Moment-DETR samples one clip inside and one outside the window; here the hinge is
-    averaged over every (inside, outside) pair of valid clips (same expectation, no sampling
-    noise), then over rows that have both kinds of clips.
-    """
-    valid = valid_mask.to(torch.bool)
-    inside = window_mask.to(torch.bool) & valid
-    outside = valid & ~inside
-    pairs = inside[:, :, None] & outside[:, None, :]  # (B, in, out)
-    hinge = F.relu(margin + scores[:, None, :] - scores[:, :, None])
-    per_row = torch.where(pairs, hinge, torch.zeros_like(hinge)).sum(dim=(1, 2))
-    count = pairs.sum(dim=(1, 2))
-    return _mean_over_rows(per_row / count.clamp(min=1).to(scores.dtype), count > 0)
-
-
-def mismatched_query_loss(neg_scores: Tensor, valid_mask: Tensor, rows: Tensor | None) -> Tensor:
-    """QD-DETR's negative-pair loss: -log(1 - sigma(s_neg)) = softplus(s_neg), averaged over
-    valid clips, then over rows with a valid mismatched query."""
-    valid = valid_mask.to(torch.bool)
-    per_clip = torch.where(valid, F.softplus(neg_scores), torch.zeros_like(neg_scores))
-    per_row = per_clip.sum(dim=1) / valid.sum(dim=1).clamp(min=1).to(neg_scores.dtype)
-    eligible = valid.any(dim=1)
-    if rows is not None:
-        eligible = eligible & rows.to(torch.bool)
-    return _mean_over_rows(per_row, eligible)
+    """Moment-DETR's hinge on sampled pairs: sum of max(0, margin + s_neg - s_pos) over the
+    (B, P) pairs, divided by B x P, times 2."""
+    pos = scores.gather(1, pos_clips.long())
+    neg = scores.gather(1, neg_clips.long())
+    return (margin + neg - pos).clamp(min=0).sum() / pos.numel() * 2
 
 
 def rank_contrastive_loss(
-    scores: Tensor, window_mask: Tensor, valid_mask: Tensor, tau: float
+    scores: Tensor,
+    neg_scores: Tensor | None,
+    labels: Tensor,
+    valid_mask: Tensor,
+    tau: float,
+    neg_valid: Tensor | None = None,
 ) -> Tensor:
-    """QD-DETR's rank-contrastive saliency loss for 0/1 labels.
+    """QD-DETR's rank-contrastive saliency loss.
 
-    Each clip i inside the window is contrasted against every valid clip outside it:
-    -log(exp(s_i/tau) / (exp(s_i/tau) + sum_out exp(s_j/tau))), averaged over inside clips,
-    then over rows with a non-empty window.
+    The positive query's clip scores and the mismatched query's (label 0) form one softmax
+    set per row (padding at -1e3, divided by ``tau``). For each rank r = 1..11 with any clip
+    labelled >= r in the batch, every row with such clips adds minus the mean log-probability
+    of those clips; each rank's term is averaged over all B rows, and the sum divided by 12.
+    A row without a valid mismatched query leaves it out of its set.
     """
-    valid = valid_mask.to(torch.bool)
-    inside = window_mask.to(torch.bool) & valid
-    outside = valid & ~inside
-    logits = scores / tau
-    out_logits = torch.where(outside, logits, torch.full_like(logits, _VERY_NEGATIVE))
-    out_lse = torch.logsumexp(out_logits, dim=1, keepdim=True)  # (B, 1)
-    log_prob = logits - torch.logaddexp(logits, out_lse)
-    per_row = -torch.where(inside, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-    count = inside.sum(dim=1)
-    return _mean_over_rows(per_row / count.clamp(min=1).to(scores.dtype), count > 0)
+    valid = valid_mask.to(scores.dtype)
+    all_scores, all_valid, all_labels = scores, valid, labels.to(scores.dtype)
+    if neg_scores is not None:
+        neg_mask = valid
+        if neg_valid is not None:
+            neg_mask = valid * neg_valid.to(scores.dtype)[:, None]
+        all_scores = torch.cat((scores, neg_scores), dim=1)
+        all_valid = torch.cat((valid, neg_mask), dim=1)
+        all_labels = torch.cat((all_labels, torch.zeros_like(all_labels)), dim=1)
+    logits = (all_valid * all_scores + (1 - all_valid) * PADDED_SCORE) / tau
+    logits = logits - logits.max(dim=1, keepdim=True).values
+    log_prob = logits - torch.log(logits.exp().sum(dim=1, keepdim=True) + 1e-6)
+    ranks = torch.arange(1, RANK_LEVELS + 1, device=scores.device, dtype=scores.dtype)
+    positive = (all_labels[None] >= ranks[:, None, None]).to(scores.dtype)  # (R, B, S)
+    mean_log_prob = (positive * log_prob[None] * all_valid[None]).sum(2) / (
+        positive.sum(2) + 1e-6
+    )  # (R, B)
+    has_positive = (positive.sum(2) > 0).to(scores.dtype)
+    per_rank = (-mean_log_prob * has_positive).mean(dim=1)  # (R,)
+    used = positive.flatten(1).sum(1) > 0
+    return torch.where(used, per_rank, torch.zeros_like(per_rank)).sum() / RANK_DIVISOR
+
+
+def mismatched_query_loss(
+    neg_scores: Tensor, valid_mask: Tensor, rows: Tensor | None = None
+) -> Tensor:
+    """QD-DETR's negative-pair loss: -log(1 - sigma(s_neg)) summed over valid clips, averaged
+    over rows (rows without a valid mismatched query left out).
+
+    Computed as softplus(s_neg), the same value without the original's overflow to inf once
+    sigma(s) rounds to 1.
+    """
+    per_row = (F.softplus(neg_scores) * valid_mask.to(neg_scores.dtype)).sum(dim=1)
+    if rows is None:
+        return per_row.mean()
+    rows = rows.to(torch.bool)
+    total = torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
+    return total / rows.sum().clamp(min=1).to(per_row.dtype)
 
 
 def _on_device(mask: Tensor | None, device: torch.device) -> Tensor | None:
@@ -123,42 +146,54 @@ class SetCriterion(nn.Module):
             ]
         ).float()
         matched_preds = pred_spans[batch_index, query_index]
-        count = max(sum(int(t.shape[0]) for t in target_spans), 1)
-        loss_span = F.l1_loss(matched_preds, matched_targets, reduction="sum") / count
+        loss_span = F.l1_loss(matched_preds, matched_targets, reduction="none").mean()
         giou = generalized_temporal_iou(
             span_cxw_to_xx(matched_preds), span_cxw_to_xx(matched_targets)
         )
-        loss_giou = (1 - giou.diagonal()).sum() / count
+        loss_giou = (1 - giou.diagonal()).mean()
         target_classes = torch.ones(pred_logits.shape[:2], dtype=torch.long, device=device)
         target_classes[batch_index, query_index] = 0
         class_weight: Tensor = self.class_weight  # type: ignore[assignment]
         loss_label = F.cross_entropy(
-            pred_logits.transpose(1, 2), target_classes, weight=class_weight.to(device)
-        )
+            pred_logits.transpose(1, 2),
+            target_classes,
+            weight=class_weight.to(device),
+            reduction="none",
+        ).mean()
         return {"loss_span": loss_span, "loss_giou": loss_giou, "loss_label": loss_label}
 
     def saliency_losses(
-        self, out: dict[str, Any], window: Tensor, valid: Tensor
+        self, out: dict[str, Any], targets: dict[str, Any], valid: Tensor
     ) -> dict[str, Tensor]:
-        """The backbone's own saliency losses (part of L_base)."""
+        """The backbone's own saliency loss (part of L_base) and its parts."""
         cfg = self.cfg
         scores = out["saliency_scores"].float()
-        losses: dict[str, Tensor] = {}
+        parts: dict[str, Tensor] = {}
         shine = cfg.shine
         replaced = shine.enabled and shine.use_intra and shine.intra_replaces_base_saliency
         if not replaced:
-            losses["loss_saliency"] = saliency_hinge_loss(
-                scores, window, valid, cfg.saliency_margin
+            if "saliency_pos_labels" not in targets or "saliency_neg_labels" not in targets:
+                raise KeyError("targets need saliency_pos_labels and saliency_neg_labels")
+            parts["loss_saliency_hinge"] = saliency_hinge_loss(
+                scores,
+                targets["saliency_pos_labels"].to(scores.device),
+                targets["saliency_neg_labels"].to(scores.device),
+                cfg.saliency_margin,
             )
         if self.backbone == "qd_detr":
-            losses["loss_saliency_rc"] = rank_contrastive_loss(
-                scores, window, valid, cfg.rank_contrastive_tau
+            neg = out.get("saliency_scores_inbatch_neg")
+            neg = neg.float() if neg is not None else None
+            neg_valid = out.get("inbatch_neg_valid") if neg is not None else None
+            labels = targets.get("saliency_all_labels", targets["saliency_labels"])
+            parts["loss_saliency_rc"] = rank_contrastive_loss(
+                scores, neg, labels.to(scores.device), valid, cfg.rank_contrastive_tau, neg_valid
             )
-            if "saliency_scores_inbatch_neg" in out:
-                losses["loss_saliency_neg"] = mismatched_query_loss(
-                    out["saliency_scores_inbatch_neg"].float(), valid, out.get("inbatch_neg_valid")
-                )
-        return losses
+            if neg is not None:
+                parts["loss_saliency_neg"] = mismatched_query_loss(neg, valid, neg_valid)
+        if not parts:
+            return {}
+        total = torch.stack(list(parts.values())).sum()
+        return {"loss_saliency": total, **parts}
 
     def forward(self, out: dict[str, Any], targets: dict[str, Any]) -> dict[str, Tensor]:
         """Named loss parts and ``loss``, the weighted total."""
@@ -166,14 +201,7 @@ class SetCriterion(nn.Module):
         target_spans: list[Tensor] = targets["spans"]
         window = targets["saliency_labels"]
         valid = targets.get("video_mask", out["video_mask"])
-        weights = {
-            "loss_span": cfg.span_l1,
-            "loss_giou": cfg.giou,
-            "loss_label": cfg.cls,
-            "loss_saliency": cfg.saliency,
-            "loss_saliency_rc": cfg.saliency,
-            "loss_saliency_neg": cfg.saliency,
-        }
+        weights = {"loss_span": cfg.span_l1, "loss_giou": cfg.giou, "loss_label": cfg.cls}
         losses = self.set_losses(out["pred_logits"], out["pred_spans"], target_spans)
         total = torch.zeros((), device=out["pred_spans"].device)
         for name, value in losses.items():
@@ -184,10 +212,10 @@ class SetCriterion(nn.Module):
                 for name, value in aux_losses.items():
                     losses[f"{name}_{layer}"] = value
                     total = total + weights[name] * value
-        saliency = self.saliency_losses(out, window, valid)
-        for name, value in saliency.items():
-            losses[name] = value
-            total = total + weights[name] * value
+        saliency = self.saliency_losses(out, targets, valid)
+        if saliency:
+            total = total + cfg.saliency * saliency["loss_saliency"]
+            losses.update(saliency)
         has_negatives = "saliency_scores_hard_neg" in out or "saliency_scores_inbatch_neg" in out
         if self.training and cfg.shine.enabled:
             hard = out.get("saliency_scores_hard_neg")

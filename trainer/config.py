@@ -22,6 +22,7 @@ from negforge.trainer.model_config import Backbone, LossConfig, ModelConfig
 PresetName = Literal["charades_cg", "anet_cg"]
 PRESETS: tuple[str, ...] = ("charades_cg", "anet_cg")
 SelectMetric = Literal["R1@0.5", "R1@0.7", "mIoU", "mAP"]
+Postprocess = Literal["round_to_clips", "none"]
 #: Short split names inferred from file names (``charades_cg_novel_composition.jsonl``).
 SPLIT_NAME_HINTS: tuple[tuple[str, str], ...] = (
     ("novel_composition", "novel_composition"),
@@ -81,11 +82,21 @@ class DataConfig(BaseModel):
     video_feats: list[Path] = Field(default_factory=list, description="feature folders / HDF5")
     text_feats: list[Path] = Field(default_factory=list, description="npz folders / packed HDF5")
     clip_len: float = Field(0.5, gt=0, description="seconds per feature clip (ActivityNet: 1.0)")
+    long_videos: Literal["truncate", "pool"] = Field(
+        "truncate",
+        description="videos with more than max_v_len clips: keep the first max_v_len "
+        "(the originals) or mean-pool them into max_v_len clips",
+    )
     use_tef: bool = Field(True, description="append the clip position (t/L, (t+1)/L) to every clip")
     normalize_video: bool = Field(True, description="L2-normalise every clip per source")
     normalize_text: bool = Field(True, description="L2-normalise every text token")
     val_fraction: float = Field(
         0.05, ge=0.0, lt=1.0, description="share of train videos held out to select checkpoints"
+    )
+    inbatch_negative: Literal["other_video", "next_row"] = Field(
+        "other_video",
+        description="in-batch negative query: a random row of another video (defect 6 fixed) "
+        "or the next row as the originals (may be the same video)",
     )
     on_missing: Literal["error", "skip"] = Field(
         "error", description="a query whose features are missing: stop, or skip and count it"
@@ -132,6 +143,11 @@ class TrainConfig(BaseModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     seed: int = Field(2018, description="seed of weights, data order and in-batch negatives")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    postprocess: Postprocess = Field(
+        "round_to_clips",
+        description="predicted windows: clamp to [0, 150] s and round to multiples of "
+        "clip_len as the originals' PostProcessorDETR, or none (SHINE on ActivityNet)",
+    )
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and the last)")
     select_on: str = Field(
@@ -170,9 +186,10 @@ def preset_values(preset: str, backbone: str) -> dict[str, Any]:
     if preset == "charades_cg":
         return {
             "preset": preset,
-            "model": {"enc_layers": 2, "dec_layers": 2, "max_q_len": 32, "max_v_len": 75},
+            "model": {"enc_layers": 2, "dec_layers": 2, "max_q_len": 32, "max_v_len": None},
             "loss": {"saliency_margin": 0.2, "shine": _shine_paper_values()},
             "data": {"clip_len": 0.5},
+            "postprocess": "round_to_clips",
             "optim": {
                 "lr": 1e-4 if backbone == "qd_detr" else 2e-4,
                 "batch_size": 32,
@@ -182,9 +199,10 @@ def preset_values(preset: str, backbone: str) -> dict[str, Any]:
     if preset == "anet_cg":
         return {
             "preset": preset,
-            "model": {"enc_layers": 3, "dec_layers": 3, "max_q_len": 50, "max_v_len": 128},
+            "model": {"enc_layers": 3, "dec_layers": 3, "max_q_len": 50, "max_v_len": None},
             "loss": {"saliency_margin": 1.0, "shine": _shine_paper_values()},
             "data": {"clip_len": 1.0},
+            "postprocess": "none",
             "optim": {"lr": 2e-4, "batch_size": 32, "epochs": 200},
         }
     raise ConfigError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
@@ -218,7 +236,7 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read YAML config ({exc})", path=path) from exc
     if not isinstance(data, dict):
         raise InputError("a config file must hold a mapping", path=path)

@@ -5,13 +5,18 @@ a SHINE jsonl with ``recomposed_queries``; evaluation splits are query jsonl fil
 original benchmark json (``{vid: {sentences, timestamps, duration[, novels]}}``), whose
 ``novels`` give the per-composition-type metrics.
 
-Collation pads videos and texts with masks, builds the targets of the criterion (normalised
-``(cx, w)`` spans, 0/1 saliency labels per REFERENCE.md) and picks every row's in-batch
-negative among the rows of *another* video (never the same video or sentence; defect 6).
+Labels are the originals' (``start_end_dataset.py``): spans are the windows divided by the
+time the clips span, as ``(cx, w)`` (at most 5 windows, a seeded random 5 when there are
+more); saliency labels come from QVHighlights' ``relevant_clip_ids`` / ``saliency_scores``
+when a row has them, else from the first window (SHINE's ``sub_as_query`` labels). Collation
+pads videos and texts with masks, samples the hinge's (inside, outside) clip pairs and picks
+every row's in-batch negative among the rows of *another* video (never the same video or
+sentence; defect 6), all from a generator seeded by (seed, epoch, the batch's qids).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -34,8 +39,14 @@ from negforge.trainer.features import (
 )
 
 NUM_HARD_NEGATIVES = 3
+#: At most this many windows per query become span targets (the originals' --max_windows).
+MAX_WINDOWS = 5
+#: (inside, outside) clip pairs of Moment-DETR's hinge per query.
+SALIENCY_PAIRS = 2
 PARQUET_MAGIC = b"PAR1"
 OnMissing = Literal["error", "skip"]
+LongVideos = Literal["truncate", "pool"]
+InbatchNegative = Literal["other_video", "next_row"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,16 @@ class GroundingSample:
     negatives_valid: bool = False
     #: Composition types (``v-n``, ``p-n``, ...) of a novel-composition query.
     novel_types: tuple[str, ...] = ()
+    #: QVHighlights rows: relevant clip ids and their summed annotator scores (0-12).
+    relevant_clip_ids: tuple[int, ...] | None = None
+    clip_scores: tuple[float, ...] | None = None
+    #: The file gave the qid as a number: predictions write it back as one.
+    numeric_qid: bool = False
+
+    @property
+    def qid_json(self) -> str | int:
+        """The qid as the query file wrote it (a number for QVHighlights)."""
+        return int(self.qid) if self.numeric_qid else self.qid
 
 
 def sample_from_record(record: QueryRecord) -> GroundingSample:
@@ -61,6 +82,9 @@ def sample_from_record(record: QueryRecord) -> GroundingSample:
         (text if text and text.strip() else None) for text in (record.recomposed_queries or [])
     )
     valid = len(negatives) == NUM_HARD_NEGATIVES and all(n is not None for n in negatives)
+    clip_scores = None
+    if record.relevant_clip_ids is not None and record.saliency_scores is not None:
+        clip_scores = tuple(float(sum(row)) for row in record.saliency_scores)
     return GroundingSample(
         qid=record.qid,
         query=record.query,
@@ -70,6 +94,11 @@ def sample_from_record(record: QueryRecord) -> GroundingSample:
         negatives=negatives[:NUM_HARD_NEGATIVES],
         negatives_valid=valid,
         novel_types=tuple(record.novel_types),
+        relevant_clip_ids=(
+            tuple(record.relevant_clip_ids) if clip_scores is not None else None
+        ),
+        clip_scores=clip_scores,
+        numeric_qid=record.numeric_qid,
     )
 
 
@@ -148,17 +177,7 @@ def load_train_samples(path: str | Path) -> list[GroundingSample]:
 def load_eval_samples(path: str | Path) -> list[GroundingSample]:
     """An evaluation split (query jsonl or benchmark json); negatives are ignored."""
     samples = [sample_from_record(r) for r in read_query_records(path)]
-    return [
-        GroundingSample(
-            qid=s.qid,
-            query=s.query,
-            vid=s.vid,
-            duration=s.duration,
-            windows=s.windows,
-            novel_types=s.novel_types,
-        )
-        for s in samples
-    ]
+    return [dataclasses.replace(s, negatives=(), negatives_valid=False) for s in samples]
 
 
 def split_by_video(
@@ -248,49 +267,85 @@ def check_features(
                         field=absent[0],
                     )
                 report.dropped_negatives += 1
-                sample = GroundingSample(
-                    qid=sample.qid,
-                    query=sample.query,
-                    vid=sample.vid,
-                    duration=sample.duration,
-                    windows=sample.windows,
-                    negatives=sample.negatives,
-                    negatives_valid=False,
-                    novel_types=sample.novel_types,
-                )
+                sample = dataclasses.replace(sample, negatives_valid=False)
         kept.append(sample)
     return kept, report
 
 
-def saliency_labels(
-    windows: Sequence[tuple[float, float]], clip_len: float, length: int
-) -> np.ndarray:
-    """0/1 per clip: 1 for clips ``int(st/clip_len)`` .. ``min(int(ed/clip_len), L) - 1``.
+def window_clips(window: tuple[float, float], clip_len: float, length: int) -> tuple[int, int]:
+    """First and last clip (inclusive) of a window, as the originals' ``sub_as_query`` labels.
 
-    A window shorter than one clip (empty range) marks the clip its start falls in, so every
-    query has at least one positive clip.
+    ``int(st / clip_len)`` .. ``max(0, min(int(ed / clip_len), L) - 1)``; when that range is
+    empty (a window inside one clip) both ends become the last clip.
     """
-    labels = np.zeros(length, dtype=np.float32)
-    for start, end in windows:
-        first = int(start / clip_len)
-        last = min(int(end / clip_len), length) - 1
-        if last < first:
-            first = last = min(first, length - 1)
-        labels[max(first, 0) : last + 1] = 1.0
-    return labels
+    first = int(window[0] / clip_len)
+    last = max(0, min(int(window[1] / clip_len), length) - 1)
+    return min(first, last), last
+
+
+def saliency_labels(
+    sample: GroundingSample, clip_len: float, length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(L,) 0/1 window mask and (L,) graded labels of the rank-contrastive loss.
+
+    QVHighlights rows: 1 / the summed annotator score at the relevant clips (those before the
+    first id >= L, as the original stops there). Other rows: 1 on the clips of the first
+    window (:func:`window_clips`) in both.
+    """
+    mask = np.zeros(length, dtype=np.float32)
+    graded = np.zeros(length, dtype=np.float32)
+    if sample.relevant_clip_ids is not None and sample.clip_scores is not None:
+        for clip, score in zip(sample.relevant_clip_ids, sample.clip_scores, strict=True):
+            if clip >= length:
+                break
+            mask[clip] = 1.0
+            graded[clip] = score
+        return mask, graded
+    first, last = window_clips(sample.windows[0], clip_len, length)
+    mask[first : last + 1] = 1.0
+    return mask, mask.copy()
+
+
+def saliency_pairs(
+    sample: GroundingSample, clip_len: float, length: int, rng: np.random.Generator
+) -> tuple[list[int], list[int]]:
+    """Two clips inside and two outside the moment for Moment-DETR's hinge, as the originals
+    sample them.
+
+    QVHighlights rows: the best- and worst-scored relevant clips plus one random relevant
+    clip and one random clip outside them (the worst relevant clip is the "hard" outside
+    one). Other rows: two distinct clips of the first window (the same clip twice if it has
+    one) and two distinct clips outside it (clips 0 and 1 when fewer than two are outside,
+    as SHINE does).
+    """
+    last_clip = length - 1
+    if sample.relevant_clip_ids is not None and sample.clip_scores is not None:
+        ids = list(sample.relevant_clip_ids)
+        order = np.argsort(np.asarray(sample.clip_scores))
+        hard_pos, hard_neg = min(ids[order[-1]], last_clip), min(ids[order[0]], last_clip)
+        outside = sorted(set(range(length)) - set(ids))
+        if outside:
+            easy_pos = min(ids[int(rng.integers(len(ids)))], last_clip)
+            easy_neg = outside[int(rng.integers(len(outside)))]
+            return [hard_pos, easy_pos], [hard_neg, easy_neg]
+        return [hard_pos, hard_pos], [hard_neg, hard_neg]
+    first, last = window_clips(sample.windows[0], clip_len, length)
+    if first != last:
+        pos = [int(c) for c in rng.choice(np.arange(first, last + 1), 2, replace=False)]
+    else:
+        pos = [first, first]
+    pool = np.array([*range(first), *range(last + 1, length)], dtype=np.int64)
+    if len(pool) < SALIENCY_PAIRS:
+        neg = [0, min(1, last_clip)]
+    else:
+        neg = [int(c) for c in rng.choice(pool, 2, replace=False)]
+    return pos, neg
 
 
 def normalized_spans(windows: Sequence[tuple[float, float]], coverage: float) -> np.ndarray:
-    """Windows in seconds → (n, 2) ``(centre, width)`` divided by the features' time span."""
-    spans = []
-    for start, end in windows:
-        st = min(max(start, 0.0), coverage)
-        ed = min(max(end, 0.0), coverage)
-        min_width = 1e-3 * coverage  # a window beyond the features' end keeps its last instant
-        if ed - st < min_width:
-            ed = min(coverage, st + min_width)
-            st = ed - min_width
-        spans.append(((st + ed) / 2 / coverage, (ed - st) / coverage))
+    """Windows in seconds -> (n, 2) ``(centre, width)`` divided by the features' time span
+    (L x clip_len), as the originals compute span targets (not clamped)."""
+    spans = [((start + end) / 2 / coverage, (end - start) / coverage) for start, end in windows]
     return np.asarray(spans, dtype=np.float32).reshape(-1, 2)
 
 
@@ -302,9 +357,10 @@ class Item:
     video: np.ndarray  # (L, Dv)
     text: np.ndarray  # (N, Dt)
     hard_negatives: list[np.ndarray] | None  # 3 x (N_i, Dt) when the row has valid negatives
-    spans: np.ndarray  # (n, 2) normalised (cx, w)
-    saliency: np.ndarray  # (L,) 0/1
-    clip_len: float  # effective seconds per clip after pooling
+    spans: np.ndarray  # (n, 2) normalised (cx, w), every window
+    saliency: np.ndarray  # (L,) 0/1 window mask
+    saliency_graded: np.ndarray  # (L,) labels of the rank-contrastive loss
+    clip_len: float  # effective seconds per clip (grows when long videos are pooled)
     coverage: float  # seconds the clips span (L * clip_len)
 
 
@@ -321,12 +377,14 @@ class GroundingDataset(torch.utils.data.Dataset[Item]):
         max_v_len: int | None = None,
         use_tef: bool = True,
         with_negatives: bool = False,
+        long_videos: LongVideos = "truncate",
     ) -> None:
         self.samples = list(samples)
         self.video_store = video_store
         self.text_store = text_store
         self.clip_len = clip_len
         self.max_v_len = max_v_len
+        self.long_videos = long_videos
         self.use_tef = use_tef
         self.with_negatives = with_negatives
         self._index = {s.qid: i for i, s in enumerate(self.samples)}
@@ -343,8 +401,12 @@ class GroundingDataset(torch.utils.data.Dataset[Item]):
     def __getitem__(self, index: int) -> Item:
         sample = self.samples[index]
         raw = self.video_store.load(sample.vid)
-        video = fit_to_length(raw, self.max_v_len)
-        clip_len = self.clip_len * raw.shape[0] / video.shape[0]
+        if self.long_videos == "pool":  # mean-pooled into max_v_len longer clips
+            video = fit_to_length(raw, self.max_v_len)
+            clip_len = self.clip_len * raw.shape[0] / video.shape[0]
+        else:  # the originals: features[:max_v_l]
+            video = raw[: self.max_v_len] if self.max_v_len else raw
+            clip_len = self.clip_len
         if self.use_tef:
             video = append_tef(video)
         length = video.shape[0]
@@ -354,13 +416,15 @@ class GroundingDataset(torch.utils.data.Dataset[Item]):
             negatives = [
                 self.text_store.load(negative_key(sample.qid, i)) for i in range(NUM_HARD_NEGATIVES)
             ]
+        mask, graded = saliency_labels(sample, clip_len, length)
         return Item(
             sample=sample,
             video=video,
             text=self.text_store.load(query_key(sample.qid)),
             hard_negatives=negatives,
             spans=normalized_spans(sample.windows, coverage),
-            saliency=saliency_labels(sample.windows, clip_len, length),
+            saliency=mask,
+            saliency_graded=graded,
             clip_len=clip_len,
             coverage=coverage,
         )
@@ -378,8 +442,11 @@ class Batch:
     hard_neg_text_mask: torch.Tensor | None  # (B, 3, N') float
     hard_neg_valid: torch.Tensor  # (B,) bool
     inbatch_neg_index: torch.Tensor  # (B,) long, -1 = no other video in the batch
-    spans: list[torch.Tensor]  # (n_i, 2) normalised (cx, w)
-    saliency_labels: torch.Tensor  # (B, L) 0/1
+    spans: list[torch.Tensor]  # (n_i, 2) normalised (cx, w), at most MAX_WINDOWS
+    saliency_labels: torch.Tensor  # (B, L) 0/1 window mask
+    saliency_all_labels: torch.Tensor  # (B, L) graded labels (rank-contrastive loss)
+    saliency_pos_labels: torch.Tensor  # (B, 2) long: clips inside (hinge)
+    saliency_neg_labels: torch.Tensor  # (B, 2) long: clips outside (hinge)
     samples: list[GroundingSample]
     clip_lens: list[float]
     coverages: list[float]
@@ -401,6 +468,9 @@ class Batch:
             inbatch_neg_index=move(self.inbatch_neg_index),
             spans=[move(s) for s in self.spans],
             saliency_labels=move(self.saliency_labels),
+            saliency_all_labels=move(self.saliency_all_labels),
+            saliency_pos_labels=move(self.saliency_pos_labels),
+            saliency_neg_labels=move(self.saliency_neg_labels),
             samples=self.samples,
             clip_lens=self.clip_lens,
             coverages=self.coverages,
@@ -426,6 +496,9 @@ class Batch:
         return {
             "spans": self.spans,
             "saliency_labels": self.saliency_labels,
+            "saliency_all_labels": self.saliency_all_labels,
+            "saliency_pos_labels": self.saliency_pos_labels,
+            "saliency_neg_labels": self.saliency_neg_labels,
             "video_mask": self.video_mask,
             "hard_neg_valid": self.hard_neg_valid,
         }
@@ -441,9 +514,17 @@ def _pad(arrays: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndar
     return out, mask
 
 
-def inbatch_negative_index(vids: Sequence[str], rng: np.random.Generator) -> np.ndarray:
-    """For each row, a random row of another video (-1 when the batch has no other video)."""
+def inbatch_negative_index(
+    vids: Sequence[str], rng: np.random.Generator, mode: InbatchNegative = "other_video"
+) -> np.ndarray:
+    """For each row, a random row of another video (-1 when the batch has no other video).
+
+    ``next_row`` reproduces the originals instead: the next row of the batch (the last row
+    takes the first), which may be another query of the same video (defect 6).
+    """
     vids = list(vids)
+    if mode == "next_row":
+        return (np.arange(len(vids), dtype=np.int64) + 1) % max(len(vids), 1)
     index = np.full(len(vids), -1, dtype=np.int64)
     for i, vid in enumerate(vids):
         others = [j for j, other in enumerate(vids) if other != vid]
@@ -452,17 +533,32 @@ def inbatch_negative_index(vids: Sequence[str], rng: np.random.Generator) -> np.
     return index
 
 
+def span_targets(spans: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """All windows, or a random :data:`MAX_WINDOWS` of them when there are more."""
+    if len(spans) <= MAX_WINDOWS:
+        return spans
+    return spans[np.sort(rng.permutation(len(spans))[:MAX_WINDOWS])]
+
+
 class Collator:
     """Pads a list of :class:`Item` into a :class:`Batch`.
 
-    The in-batch negatives are drawn from a generator seeded by (seed, epoch, the batch's
-    qids), so they do not depend on DataLoader workers and a resumed run draws the same ones.
+    The hinge's clip pairs, the windows kept of rows with more than five and the in-batch
+    negatives are drawn from a generator seeded by (seed, epoch, the batch's qids), so they
+    do not depend on DataLoader workers and a resumed run draws the same ones.
     """
 
-    def __init__(self, seed: int = 0, *, with_negatives: bool = False) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        with_negatives: bool = False,
+        inbatch: InbatchNegative = "other_video",
+    ) -> None:
         self.seed = seed
         self.epoch = 0
         self.with_negatives = with_negatives
+        self.inbatch = inbatch
 
     def __call__(self, items: Sequence[Item]) -> Batch:
         videos, video_mask = _pad([it.video for it in items], max(len(it.video) for it in items))
@@ -471,8 +567,15 @@ class Collator:
         key = zlib.crc32("\x1f".join(s.qid for s in samples).encode())
         rng = np.random.default_rng([self.seed, self.epoch, key])
         labels = np.zeros(video_mask.shape, dtype=np.float32)
+        graded = np.zeros(video_mask.shape, dtype=np.float32)
+        pos_clips, neg_clips = [], []
         for i, it in enumerate(items):
             labels[i, : len(it.saliency)] = it.saliency
+            graded[i, : len(it.saliency_graded)] = it.saliency_graded
+            pos, neg = saliency_pairs(it.sample, it.clip_len, len(it.video), rng)
+            pos_clips.append(pos)
+            neg_clips.append(neg)
+        spans = [torch.from_numpy(span_targets(it.spans, rng)) for it in items]
         neg_feats = neg_mask = None
         valid = np.array([it.hard_negatives is not None for it in items], dtype=bool)
         if self.with_negatives:
@@ -497,10 +600,13 @@ class Collator:
             hard_neg_text_mask=neg_mask,
             hard_neg_valid=torch.from_numpy(valid),
             inbatch_neg_index=torch.from_numpy(
-                inbatch_negative_index([s.vid for s in samples], rng)
+                inbatch_negative_index([s.vid for s in samples], rng, self.inbatch)
             ),
-            spans=[torch.from_numpy(it.spans) for it in items],
+            spans=spans,
             saliency_labels=torch.from_numpy(labels),
+            saliency_all_labels=torch.from_numpy(graded),
+            saliency_pos_labels=torch.tensor(pos_clips, dtype=torch.long),
+            saliency_neg_labels=torch.tensor(neg_clips, dtype=torch.long),
             samples=samples,
             clip_lens=[it.clip_len for it in items],
             coverages=[it.coverage for it in items],

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from negforge.atomic import atomic_path, atomic_write_text
-from negforge.errors import ConfigError, NegforgeError
+from negforge.errors import ConfigError, InputError, NegforgeError
 from negforge.trainer.backbones import build_model
 from negforge.trainer.base_losses import build_criterion
 from negforge.trainer.config import (
@@ -57,6 +57,7 @@ from negforge.trainer.data import (
     split_by_video,
 )
 from negforge.trainer.evaluation import (
+    Postprocess,
     Prediction,
     SplitMetrics,
     evaluate,
@@ -69,7 +70,9 @@ from negforge.trainer.evaluation import (
 )
 from negforge.trainer.features import TextFeatureStore, VideoFeatureStore, query_key
 
-CHECKPOINT_FORMAT = "negforge-checkpoint/1"
+#: Version 2: the backbones equal the originals module for module (issue 8); version-1
+#: checkpoints (the earlier, different architecture) do not load.
+CHECKPOINT_FORMAT = "negforge-checkpoint/2"
 
 
 class TrainingDiverged(NegforgeError):
@@ -192,6 +195,7 @@ def make_dataset(
         max_v_len=cfg.model.max_v_len,
         use_tef=cfg.data.use_tef,
         with_negatives=with_negatives,
+        long_videos=cfg.data.long_videos,
     )
 
 
@@ -336,12 +340,15 @@ def predict(
     negatives: bool = False,
     bf16: bool = False,
     seed: int = 0,
+    postprocess_mode: Postprocess = "round_to_clips",
 ) -> list[SamplePrediction]:
     """Run ``model`` (eval mode) over ``dataset`` (or the given ``qids``).
 
-    With ``negatives`` the saliency of each query's three hard negatives (when the dataset
-    has them) and of an in-batch negative query of another video is returned too; a batch
-    with one video borrows a sample of another video for that.
+    Predictions are composed as the originals' inference does (``postprocess_mode``: see
+    :func:`~negforge.trainer.evaluation.postprocess`). With ``negatives`` the saliency of
+    each query's three hard negatives (when the dataset has them) and of an in-batch negative
+    query of another video is returned too; a batch with one video borrows a sample of
+    another video for that.
     """
     model = unwrap(model)
     was_training = model.training
@@ -366,7 +373,9 @@ def predict(
                 out = model(
                     **batch.model_inputs(hard_negatives=collator.with_negatives, inbatch=negatives)
                 )
-            predictions = postprocess(out, batch)
+            predictions = postprocess(
+                out, batch, mode=postprocess_mode, clip_len=dataset.clip_len
+            )
             mask = batch.video_mask.bool().cpu()
             hard = out.get("saliency_scores_hard_neg")
             inbatch = out.get("saliency_scores_inbatch_neg")
@@ -402,13 +411,21 @@ def evaluate_datasets(
     batch_size: int,
     device: torch.device,
     bf16: bool = False,
+    postprocess_mode: Postprocess = "round_to_clips",
 ) -> dict[str, tuple[SplitMetrics, list[Prediction]]]:
     """Predictions and metrics of every split."""
     results = {}
     for name, dataset in datasets.items():
         predictions = [
             p.prediction
-            for p in predict(model, dataset, batch_size=batch_size, device=device, bf16=bf16)
+            for p in predict(
+                model,
+                dataset,
+                batch_size=batch_size,
+                device=device,
+                bf16=bf16,
+                postprocess_mode=postprocess_mode,
+            )
         ]
         results[name] = (evaluate(predictions, dataset.samples), predictions)
     return results
@@ -444,13 +461,41 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A negforge checkpoint's state; anything else is an error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    state: dict[str, Any] = torch.load(path, map_location=device, weights_only=False)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} is not a negforge checkpoint")
-    return state
+        reason = "is a folder, not a checkpoint" if path.is_dir() else "checkpoint not found"
+        raise InputError(reason, path=path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except OSError as exc:
+        raise InputError(f"cannot read the checkpoint ({exc})", path=path) from exc
+    except Exception as exc:  # pickle, zip, EOF, torch's own: all mean "not a checkpoint"
+        raise InputError(
+            f"not a negforge checkpoint ({type(exc).__name__}: {str(exc)[:120]})", path=path
+        ) from exc
+    if not isinstance(state, dict):
+        raise InputError("not a negforge checkpoint", path=path)
+    found = state.get("format")
+    if found == CHECKPOINT_FORMAT:
+        return state
+    if isinstance(found, str) and found.startswith("negforge-checkpoint/"):
+        raise InputError(
+            f"written by an earlier negforge ({found}; this one reads {CHECKPOINT_FORMAT}): "
+            "the backbones changed to equal the originals, retrain the run",
+            path=path,
+            field="format",
+        )
+    if "model" in state and "opt" in state:
+        raise InputError(
+            "an original Moment-DETR / QD-DETR / SHINE checkpoint: convert it first with "
+            "negforge convert-checkpoint CKPT --backbone moment_detr|qd_detr -o model.pt",
+            path=path,
+            field="format",
+        )
+    raise InputError(
+        "not a negforge checkpoint (no negforge format marker)", path=path, field="format"
+    )
 
 
 def load_model_from_checkpoint(
@@ -462,7 +507,11 @@ def load_model_from_checkpoint(
     if cfg.model.v_dim is None or cfg.model.t_dim is None:
         raise ConfigError(f"{path} lacks the model's input sizes")
     model = build_model(cfg.model.resolve(cfg.model.v_dim, cfg.model.t_dim))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0]
+        raise InputError(f"weights do not fit its config ({reason})", path=path) from exc
     return model.to(device).eval(), cfg
 
 
@@ -667,7 +716,7 @@ def _train(
         shuffle=True,
         seed=cfg.seed,
     )
-    collator = Collator(cfg.seed, with_negatives=hard)
+    collator = Collator(cfg.seed, with_negatives=hard, inbatch=cfg.data.inbatch_negative)
     loader = data_loader(
         data.train,
         batch_size=cfg.optim.batch_size,
@@ -728,6 +777,7 @@ def _train(
                 batch_size=cfg.optim.batch_size,
                 device=runtime.device,
                 bf16=use_bf16,
+                postprocess_mode=cfg.postprocess,
             )
             split_metrics = {name: r[0] for name, r in results.items()}
             row.update(metric_row(split_metrics))
@@ -829,6 +879,7 @@ def _final_evaluation(
         batch_size=cfg.optim.batch_size,
         device=runtime.device,
         bf16=cfg.bf16,
+        postprocess_mode=cfg.postprocess,
         title=f"{cfg.model.backbone} (best epoch {read_checkpoint(best_path)['epoch'] + 1})",
         printer=printer,
     )
@@ -844,11 +895,17 @@ def write_evaluation(
     bf16: bool,
     title: str,
     printer: _Printer | None = None,
+    postprocess_mode: Postprocess = "round_to_clips",
 ) -> dict[str, SplitMetrics]:
     """Predict every split; write ``predictions/<split>.jsonl`` and ``metrics.json``; print the
     Tables 1-2 / 7 layouts."""
     results = evaluate_datasets(
-        model, datasets, batch_size=batch_size, device=device, bf16=bf16 and device.type == "cuda"
+        model,
+        datasets,
+        batch_size=batch_size,
+        device=device,
+        bf16=bf16 and device.type == "cuda",
+        postprocess_mode=postprocess_mode,
     )
     for name, (_, predictions) in results.items():
         write_predictions(out_dir / "predictions" / f"{name}.jsonl", predictions)
@@ -903,6 +960,7 @@ def evaluate_checkpoint(
         batch_size=batch_size or cfg.optim.batch_size,
         device=resolved,
         bf16=cfg.bf16,
+        postprocess_mode=cfg.postprocess,
         title=f"{cfg.model.backbone} ({Path(checkpoint).name})",
         printer=printer,
     )

@@ -7,13 +7,16 @@ Video features (one store per ``--video-feats`` path, several are concatenated):
 * one HDF5 file keyed by ``vid`` (ActivityNet C3D); an entry may be a dataset or a group
   holding one dataset (e.g. ``c3d_features``).
 
-Each source is L2-normalised per clip, then the sources are cut to the shortest and
-concatenated on the feature axis. :func:`fit_to_length` pools videos longer than
-``max_v_len`` and :func:`append_tef` adds ``[t/L, (t+1)/L]``.
+Each source is L2-normalised per clip (``x / (|x| + 1e-5)``, the originals' formula), then
+the sources are cut to the shortest and concatenated on the feature axis. The dataset keeps
+the first ``max_v_len`` clips (or pools longer videos with :func:`fit_to_length`) and
+:func:`append_tef` adds ``[t/L, (t+1)/L]``, L being the clips kept.
 
 Text features: a folder of ``{key}.npz`` (array under ``last_hidden_state``; Moment-DETR's
-``qid{key}.npz`` naming is accepted too) or an HDF5 file written by ``negforge featurize``
-(dataset name = key). Keys are :func:`query_key` / :func:`negative_key`.
+``qid{key}.npz`` naming is accepted too; a leading axis of size 1 is dropped as SHINE's
+``squeeze`` does) or an HDF5 file written by ``negforge featurize`` (dataset name = key).
+Keys are :func:`query_key` / :func:`negative_key`. Texts keep their first ``max_q_len``
+tokens, each L2-normalised.
 """
 
 from __future__ import annotations
@@ -48,10 +51,10 @@ def negative_key(qid: str, index: int) -> str:
     return f"{qid}_recomposed_gpt_{index}"
 
 
-def l2_normalize(array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Divide every row (last axis) by its L2 norm."""
+def l2_normalize(array: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Divide every row (last axis) by its L2 norm + ``eps`` (the originals' formula)."""
     norm = np.linalg.norm(array, axis=-1, keepdims=True)
-    return (array / np.maximum(norm, eps)).astype(np.float32, copy=False)
+    return (array / (norm + eps)).astype(np.float32, copy=False)
 
 
 class _H5Handle:
@@ -133,6 +136,8 @@ class _FeatureSource:
             if file is None:
                 raise MissingFeatureError(f"no feature file for '{key}'", path=self.path, field=key)
             array = _load_array_file(file, self.npz_key)
+        while array.ndim > 2 and array.shape[0] == 1:  # (1, tokens, dim) as SHINE squeezes
+            array = array[0]
         if array.ndim != 2 or array.shape[0] == 0:
             raise InputError(
                 f"feature '{key}' has shape {array.shape}, expected (length >= 1, dim)",

@@ -8,10 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Backbone = Literal["moment_detr", "qd_detr"]
 FineRankingMode = Literal["chain", "anchored"]
+T2VMask = Literal["batch_major", "head_major"]
 
 
 class ModelConfig(BaseModel):
-    """Architecture of a Moment-DETR or QD-DETR model (REFERENCE.md "Backbone defaults")."""
+    """Architecture of a Moment-DETR or QD-DETR model.
+
+    Defaults are the originals' (``moment_detr/config.py``, ``qd_detr/config.py``): hidden 256,
+    8 heads, feed-forward 1024, 2 + 2 layers, 10 queries, input dropout 0.5, dropout 0.1, two
+    input projection layers, no learned text positions. ``t2v_mask`` is the one deliberate
+    difference (docs/trainer_model.md).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -23,12 +30,26 @@ class ModelConfig(BaseModel):
     ff: int = Field(1024, gt=0, description="feed-forward width of every transformer layer")
     enc_layers: int = Field(2, ge=1, description="encoder layers (ActivityNet-CG: 3)")
     dec_layers: int = Field(2, ge=1, description="decoder layers (ActivityNet-CG: 3)")
-    t2v_layers: int = Field(2, ge=1, description="QD-DETR text-to-video cross-attention layers")
+    t2v_layers: int | None = Field(
+        None, ge=1, description="QD-DETR text-to-video layers (default: enc_layers, as QD-DETR)"
+    )
     num_queries: int = Field(10, ge=1, description="moment queries of the decoder")
-    input_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    input_proj_layers: int = Field(2, ge=1, description="(LayerNorm, dropout, linear) blocks")
-    max_v_len: int = Field(75, gt=0, description="clips kept per video by the data pipeline")
+    input_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout of every input layer")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout inside the transformer")
+    input_proj_layers: int = Field(
+        2, ge=1, le=3, description="(LayerNorm, dropout, linear) input layers (n_input_proj)"
+    )
+    use_txt_pos: bool = Field(
+        False, description="add learned text positions (the originals' --use_txt_pos, off)"
+    )
+    t2v_mask: T2VMask = Field(
+        "batch_major",
+        description="QD-DETR text-to-video padding mask: batch_major (correct) or head_major "
+        "(the original's .repeat(nhead) layout, for parity checks)",
+    )
+    max_v_len: int | None = Field(
+        75, gt=0, description="clips kept per video, the rest cut off (None: all clips)"
+    )
     max_q_len: int = Field(32, gt=0, description="text tokens kept (ActivityNet: 50)")
 
     @model_validator(mode="after")
@@ -38,6 +59,11 @@ class ModelConfig(BaseModel):
         if self.hidden % 4:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of 4 (sine encodings)")
         return self
+
+    @property
+    def text_to_video_layers(self) -> int:
+        """QD-DETR's text-to-video layer count (its t2v encoder has ``enc_layers`` layers)."""
+        return self.t2v_layers if self.t2v_layers is not None else self.enc_layers
 
 
 class ShineConfig(BaseModel):

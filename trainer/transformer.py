@@ -1,17 +1,24 @@
-"""Transformer building blocks shared by the backbones (post-norm layers as in DETR).
+"""Transformer parts shared by the backbones: DETR's post-norm encoder and decoder, QD-DETR's
+text-to-video layer, positional encodings, input projections and the MLP heads.
 
-Masks follow the model API: float or bool, 1 = valid token. Positional encodings are added
-to queries and keys of every attention (never to values), as DETR does.
+Everything is batch-first; masks follow the model API (float or bool, 1 = valid token).
+Positions are added to the queries and keys of every attention, never to the values, as in
+DETR. Layer and parameter names follow ``torch.nn.Transformer``'s vocabulary (``self_attn``,
+``linear1``, ``norm1``, ...), so the map to the original checkpoints is a list of prefix
+renames (``negforge.trainer.convert``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+Activation = Literal["relu", "prelu"]
 
 
 def padding_mask(valid: Tensor) -> Tensor:
@@ -20,18 +27,17 @@ def padding_mask(valid: Tensor) -> Tensor:
 
 
 def sine_position_encoding(valid: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
-    """Sine/cosine encodings (B, L, dim) of positions normalised to (0, 2*pi] per row.
+    """DETR's normalised sine encoding (B, L, dim) of clip positions, as Moment-DETR computes it.
 
-    Position t of a row with n valid clips is (t + 1) / n * 2*pi, so videos of any length use
-    the same range (DETR's normalised sine embedding, in one dimension).
+    Position t of a row with n valid clips is (t + 1) / (n + 1e-6) * 2*pi; feature 2i is
+    sin(pos / T^(2i/dim)), feature 2i + 1 is cos(pos / T^(2i/dim)).
     """
-    mask = valid.to(torch.float32)
-    positions = mask.cumsum(dim=1)
-    positions = positions / positions[:, -1:].clamp(min=1.0) * (2 * math.pi)
-    return _sine_embed(positions, dim, temperature).to(valid.device)
+    positions = valid.to(torch.float32).cumsum(dim=1)
+    positions = positions / (positions[:, -1:] + 1e-6) * (2 * math.pi)
+    return sine_features(positions, dim, temperature)
 
 
-def _sine_embed(values: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+def sine_features(values: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
     """(...,) scalars -> (..., dim) features: sin on even, cos on odd indices (dim even)."""
     index = torch.arange(dim, device=values.device, dtype=torch.float32)
     frequencies = temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / dim)
@@ -39,39 +45,46 @@ def _sine_embed(values: Tensor, dim: int, temperature: float = 10000.0) -> Tenso
     return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
-def span_sine_embedding(spans: Tensor, dim: int) -> Tensor:
-    """(..., 2) normalised (centre, width) -> (..., dim): half the features per coordinate.
+def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
+    """Logit of x clamped to [0, 1], each side floored at ``eps`` (QD-DETR's 1e-3)."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
-    Used for DAB-style anchor queries; coordinates in [0, 1] are scaled by 2*pi.
+
+def xavier_init(*modules: nn.Module) -> None:
+    """Xavier-uniform every parameter with more than one dimension (DETR's transformer init)."""
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+
+
+def make_activation(name: Activation) -> nn.Module:
+    """ReLU (Moment-DETR) or a learned PReLU with one slope (QD-DETR's transformer)."""
+    return nn.PReLU() if name == "prelu" else nn.ReLU()
+
+
+class TextPositionEncoding(nn.Module):
+    """Moment-DETR's trainable text positions: dropout(LayerNorm(tokens + E[position])).
+
+    Used only with ``use_txt_pos`` (off in every original); the weights exist either way, as
+    in the originals.
     """
-    half = dim // 2
-    scaled = spans * (2 * math.pi)
-    return torch.cat(
-        (_sine_embed(scaled[..., 0], half), _sine_embed(scaled[..., 1], half)), dim=-1
-    ).to(spans.dtype)
 
-
-def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """Logit of x, clamped away from 0 and 1."""
-    x = x.clamp(min=eps, max=1 - eps)
-    return torch.log(x / (1 - x))
-
-
-class LearnedPositionEncoding(nn.Module):
-    """Learned absolute positions (used for text tokens, up to ``max_len``)."""
-
-    def __init__(self, max_len: int, dim: int):
+    def __init__(self, max_len: int, dim: int, dropout: float):
         super().__init__()
         self.max_len = max_len
         self.embedding = nn.Embedding(max_len, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """(B, N, ...) -> (1, N, dim). Raises ValueError when N > max_len."""
+        """(B, N, dim) -> (B, N, dim). Raises ValueError when N > max_len."""
         length = tokens.shape[1]
         if length > self.max_len:
             raise ValueError(f"{length} text tokens exceed max_q_len={self.max_len}")
-        positions = torch.arange(length, device=tokens.device)
-        return self.embedding(positions)[None]
+        positions = self.embedding(torch.arange(length, device=tokens.device))[None]
+        return self.dropout(self.norm(tokens + positions))
 
 
 class MLP(nn.Module):
@@ -90,106 +103,162 @@ class MLP(nn.Module):
         return x
 
 
-class InputProjection(nn.Sequential):
-    """Feature projection: ``layers`` x (LayerNorm, dropout, linear), ReLU between blocks.
+class ProjectionBlock(nn.Module):
+    """LayerNorm -> dropout -> linear (-> ReLU): one of the originals' input ``LinearLayer``."""
 
-    The first block drops with ``input_dropout`` (0.5 by default), the others with ``dropout``.
-    """
-
-    def __init__(self, in_dim: int, hidden: int, layers: int, input_dropout: float, dropout: float):
-        blocks: list[nn.Module] = []
-        dims = [in_dim] + [hidden] * layers
-        for index in range(layers):
-            blocks += [
-                nn.LayerNorm(dims[index]),
-                nn.Dropout(input_dropout if index == 0 else dropout),
-                nn.Linear(dims[index], dims[index + 1]),
-            ]
-            if index < layers - 1:
-                blocks.append(nn.ReLU())
-        super().__init__(*blocks)
-
-
-class FeedForward(nn.Module):
-    """Linear -> ReLU -> dropout -> linear, with residual dropout and post-LayerNorm."""
-
-    def __init__(self, hidden: int, ff: int, dropout: float):
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, relu: bool):
         super().__init__()
-        self.linear1 = nn.Linear(hidden, ff)
-        self.linear2 = nn.Linear(ff, hidden)
+        self.norm = nn.LayerNorm(in_dim)
         self.dropout = nn.Dropout(dropout)
-        self.residual_dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden)
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.relu = relu
 
     def forward(self, x: Tensor) -> Tensor:
-        update = self.linear2(self.dropout(F.relu(self.linear1(x))))
-        return self.norm(x + self.residual_dropout(update))
+        x = self.linear(self.dropout(self.norm(x)))
+        return F.relu(x) if self.relu else x
+
+
+class InputProjection(nn.Sequential):
+    """``layers`` projection blocks, all with ``dropout`` (the input dropout), ReLU between."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, dropout: float):
+        dims = [in_dim] + [hidden] * layers
+        super().__init__(
+            *(
+                ProjectionBlock(dims[i], dims[i + 1], dropout, relu=i < layers - 1)
+                for i in range(layers)
+            )
+        )
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention (positions added to queries/keys) + feed-forward, post-norm."""
+    """Post-norm self-attention (positions on queries and keys) + feed-forward."""
 
-    def __init__(self, hidden: int, heads: int, ff: int, dropout: float):
+    def __init__(self, hidden: int, heads: int, ff: int, dropout: float, activation: Activation):
         super().__init__()
-        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(hidden, ff)
+        self.linear2 = nn.Linear(ff, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden)
-        self.feed_forward = FeedForward(hidden, ff, dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.activation = make_activation(activation)
 
     def forward(self, src: Tensor, pos: Tensor, key_padding_mask: Tensor) -> Tensor:
         query = src + pos
-        update = self.attention(
+        update = self.self_attn(
             query, query, src, key_padding_mask=key_padding_mask, need_weights=False
         )[0]
-        src = self.norm(src + self.dropout(update))
-        return self.feed_forward(src)
+        src = self.norm1(src + self.dropout1(update))
+        update = self.linear2(self.dropout(self.activation(self.linear1(src))))
+        return self.norm2(src + self.dropout2(update))
 
 
-class CrossAttentionLayer(nn.Module):
-    """Queries attend to a context (e.g. video clips to text tokens) + feed-forward."""
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`EncoderLayer` (no final norm, as in DETR's post-norm encoder)."""
 
-    def __init__(self, hidden: int, heads: int, ff: int, dropout: float):
+    def __init__(
+        self, layers: int, hidden: int, heads: int, ff: int, dropout: float, activation: Activation
+    ):
         super().__init__()
-        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.layers = nn.ModuleList(
+            EncoderLayer(hidden, heads, ff, dropout, activation) for _ in range(layers)
+        )
+
+    def forward(self, src: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
+        mask = padding_mask(valid)
+        for layer in self.layers:
+            src = layer(src, pos, mask)
+        return src
+
+
+class TextToVideoLayer(nn.Module):
+    """QD-DETR's text-to-video layer: clips (+ positions) attend to the text tokens.
+
+    x = clips + drop(attn(clips + pos, text + text_pos, text)); out = norm2(x + drop(FFN(
+    norm1(x)))): the feed-forward reads the normalised sum but its output is added to the
+    un-normalised one, as in the original.
+    """
+
+    def __init__(self, hidden: int, heads: int, ff: int, dropout: float, activation: Activation):
+        super().__init__()
+        self.heads = heads
+        self.self_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(hidden, ff)
+        self.linear2 = nn.Linear(ff, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden)
-        self.feed_forward = FeedForward(hidden, ff, dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.activation = make_activation(activation)
 
     def forward(
         self,
-        x: Tensor,
-        x_pos: Tensor,
-        context: Tensor,
-        context_pos: Tensor,
-        context_padding_mask: Tensor,
+        clips: Tensor,
+        clip_pos: Tensor,
+        text: Tensor,
+        text_pos: Tensor,
+        text_padding: Tensor,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
-        update = self.attention(
-            x + x_pos,
-            context + context_pos,
-            context,
-            key_padding_mask=context_padding_mask,
+        """(R, L, d) clips attend to (R, N, d) text; ``text_padding`` (R, N) True = pad;
+        ``attn_mask`` (R * heads, L, N) True = blocked, row ``r * heads + h``."""
+        update = self.self_attn(
+            clips + clip_pos,
+            text + text_pos,
+            text,
+            key_padding_mask=text_padding,
+            attn_mask=attn_mask,
             need_weights=False,
         )[0]
-        x = self.norm(x + self.dropout(update))
-        return self.feed_forward(x)
+        x = clips + self.dropout1(update)
+        update = self.linear2(self.dropout(self.activation(self.linear1(self.norm1(x)))))
+        return self.norm2(x + self.dropout2(update))
+
+
+def head_major_t2v_mask(
+    video_padding: Tensor, text_padding: Tensor, heads: int, groups: tuple[int, ...]
+) -> Tensor:
+    """The original QD-DETR's text-to-video ``attn_mask`` (a documented defect), reproduced.
+
+    QD-DETR blocks (clip i, token j) when both are padding and lays the (B, L, N) mask out as
+    ``.repeat(nhead, 1, 1)``: head h of sample b then reads sample (b * nhead + h) mod B's
+    mask, where PyTorch expects batch-major rows. Each forward pass of the original (positive,
+    mismatched query, hard negatives) is one group of rows here; the result is
+    (R * heads, L, N) in PyTorch's batch-major order.
+    """
+    pair = video_padding[:, :, None] & text_padding[:, None, :]  # (R, L, N)
+    sources = []
+    start = 0
+    for size in groups:
+        local = torch.arange(size * heads, device=pair.device) % size
+        sources.append(start + local)
+        start += size
+    return pair[torch.cat(sources)]
 
 
 class DecoderLayer(nn.Module):
     """DETR decoder layer: query self-attention, cross-attention to memory, feed-forward."""
 
-    def __init__(self, hidden: int, heads: int, ff: int, dropout: float):
+    def __init__(self, hidden: int, heads: int, ff: int, dropout: float, activation: Activation):
         super().__init__()
-        self.self_attention = nn.MultiheadAttention(
+        self.self_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(
             hidden, heads, dropout=dropout, batch_first=True
         )
-        self.cross_attention = nn.MultiheadAttention(
-            hidden, heads, dropout=dropout, batch_first=True
-        )
+        self.linear1 = nn.Linear(hidden, ff)
+        self.linear2 = nn.Linear(ff, hidden)
+        self.dropout = nn.Dropout(dropout)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)
-        self.feed_forward = FeedForward(hidden, ff, dropout)
+        self.norm3 = nn.LayerNorm(hidden)
+        self.activation = make_activation(activation)
 
     def forward(
         self,
@@ -200,9 +269,9 @@ class DecoderLayer(nn.Module):
         memory_padding_mask: Tensor,
     ) -> Tensor:
         query = tgt + query_pos
-        update = self.self_attention(query, query, tgt, need_weights=False)[0]
+        update = self.self_attn(query, query, tgt, need_weights=False)[0]
         tgt = self.norm1(tgt + self.dropout1(update))
-        update = self.cross_attention(
+        update = self.multihead_attn(
             tgt + query_pos,
             memory + memory_pos,
             memory,
@@ -210,29 +279,20 @@ class DecoderLayer(nn.Module):
             need_weights=False,
         )[0]
         tgt = self.norm2(tgt + self.dropout2(update))
-        return self.feed_forward(tgt)
-
-
-class TransformerEncoder(nn.Module):
-    """A stack of ``EncoderLayer``."""
-
-    def __init__(self, layers: int, hidden: int, heads: int, ff: int, dropout: float):
-        super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(hidden, heads, ff, dropout) for _ in range(layers))
-
-    def forward(self, src: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
-        mask = padding_mask(valid)
-        for layer in self.layers:
-            src = layer(src, pos, mask)
-        return src
+        update = self.linear2(self.dropout(self.activation(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout3(update))
 
 
 class TransformerDecoder(nn.Module):
     """DETR decoder with learned query positions; returns every layer's normalised output."""
 
-    def __init__(self, layers: int, hidden: int, heads: int, ff: int, dropout: float):
+    def __init__(
+        self, layers: int, hidden: int, heads: int, ff: int, dropout: float, activation: Activation
+    ):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(hidden, heads, ff, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(hidden, heads, ff, dropout, activation) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(hidden)
 
     def forward(
@@ -246,46 +306,3 @@ class TransformerDecoder(nn.Module):
             tgt = layer(tgt, query_pos, memory, memory_pos, mask)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
-
-
-class AnchorDecoder(nn.Module):
-    """DAB-style decoder: learned 2-d anchors (centre, width) refined layer by layer.
-
-    Each layer's query position is an MLP of the sine embedding of its current anchor,
-    scaled by an MLP of the content (conditional spatial query, identity for layer 0). A
-    shared span head predicts an offset in logit space; the refined anchor is that layer's
-    prediction and, detached, the next layer's reference (DAB-DETR). DAB's width-modulated
-    attention is not used.
-    """
-
-    def __init__(self, layers: int, hidden: int, heads: int, ff: int, dropout: float):
-        super().__init__()
-        self.hidden = hidden
-        self.layers = nn.ModuleList(DecoderLayer(hidden, heads, ff, dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(hidden)
-        self.anchor_head = MLP(hidden, hidden, hidden, 2)
-        self.query_scale = MLP(hidden, hidden, hidden, 2)
-        self.span_head = MLP(hidden, hidden, 2, 3)
-        nn.init.zeros_(self.span_head.layers[-1].weight)
-        nn.init.zeros_(self.span_head.layers[-1].bias)
-
-    def forward(
-        self, anchors: Tensor, memory: Tensor, memory_pos: Tensor, memory_valid: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """(B, Q, 2) anchor logits, memory (B, S, d) -> outputs (layers, B, Q, d) and
-        refined spans (layers, B, Q, 2) as sigmoid (centre, width)."""
-        mask = padding_mask(memory_valid)
-        reference = anchors.sigmoid()
-        tgt = memory.new_zeros(anchors.shape[0], anchors.shape[1], self.hidden)
-        outputs, spans = [], []
-        for index, layer in enumerate(self.layers):
-            query_pos = self.anchor_head(span_sine_embedding(reference, self.hidden))
-            if index > 0:
-                query_pos = query_pos * self.query_scale(tgt)
-            tgt = layer(tgt, query_pos, memory, memory_pos, mask)
-            normed = self.norm(tgt)
-            refined = (inverse_sigmoid(reference) + self.span_head(normed)).sigmoid()
-            outputs.append(normed)
-            spans.append(refined)
-            reference = refined.detach()
-        return torch.stack(outputs), torch.stack(spans)

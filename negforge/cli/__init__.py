@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
 
 from negforge.cli.app import app
-from negforge.errors import NegforgeError
 
 # Command modules register themselves on import; this order is the order of --help.
 _COMMAND_MODULES = (
@@ -30,27 +30,16 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Entry point: run the app, turning negforge errors into one line and exit code 2."""
+    """Entry point (the ``negforge`` script): exit codes 0, 2 (bad input, unwritable target),
+    3 (the LLM backend failed), 130 (interrupted); see :mod:`negforge.cli.failures`."""
     try:
-        app(standalone_mode=False)
-    except NegforgeError as exc:
-        typer.echo(f"negforge: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        code = app(standalone_mode=False)
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         sys.exit(130)
-    except (typer.Exit, SystemExit) as exc:
-        code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
-        sys.exit(code)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        # typer >= 0.20 raises its vendored copy of click's exceptions (typer._click)
-        vendored = getattr(getattr(typer, "_click", None), "exceptions", None)
-        usage_errors: tuple[type[Exception], ...] = (click.ClickException,)
-        if vendored is not None:
-            usage_errors += (vendored.ClickException,)
-        if isinstance(exc, usage_errors):
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except SystemExit:
         raise
+    except (typer.TyperException, click.ClickException) as exc:  # usage errors
+        getattr(exc, "show")()  # noqa: B009 - typer's vendored click errors have show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

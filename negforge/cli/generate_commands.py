@@ -13,15 +13,13 @@ from typing import Any
 import typer
 
 from negforge.cli.app import app
-from negforge.errors import ConfigError
+from negforge.errors import ConfigError, Interrupted
 
 
 @app.command("generate")
 def generate_command(
-    masked: Path = typer.Argument(..., help="masked artifact (negforge mask)", exists=True,
-                                  dir_okay=False),
-    dictionary: Path = typer.Option(..., "--dict", help="dictionary artifact (build-dict)",
-                                    exists=True, dir_okay=False),
+    masked: Path = typer.Argument(..., help="masked artifact (negforge mask)"),
+    dictionary: Path = typer.Option(..., "--dict", help="dictionary artifact (build-dict)"),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="negatives artifact to write (not needed with --dry-run)"
     ),
@@ -42,6 +40,19 @@ def generate_command(
     max_attempts: int = typer.Option(3, "--max-attempts", help="calls per query incl. re-asks"),
     on_invalid: str = typer.Option(
         "random", "--on-invalid", help="drop | random | keep: what an invalid answer becomes"
+    ),
+    max_failed: float = typer.Option(
+        0.0,
+        "--max-failed",
+        help="share of queries (0-1) whose backend calls may fail after every retry; beyond "
+        "it the run exits with code 3",
+    ),
+    on_failed: str = typer.Option(
+        "error",
+        "--on-failed",
+        help="error | random | drop: beyond --max-failed, error writes no artifact; random "
+        "fills failed rows with the random baseline (flagged random_after_error), drop leaves "
+        "them empty (exit code 3 all the same). Failed queries are retried by a rerun",
     ),
     allow_phrases: bool = typer.Option(False, "--allow-phrases", help="multi-word fills ok"),
     require_dict_words: bool = typer.Option(
@@ -91,9 +102,24 @@ def generate_command(
         "-Delta NLL in nats/token under the local model, is below this (e.g. -2.5); off by "
         "default"
     ),
+    batch: bool = typer.Option(
+        False, "--batch", help="send the requests through the OpenAI Batch API (half price, "
+        "answers within 24 h); a killed run resumes polling the same batches"
+    ),
+    batch_retry: str = typer.Option(
+        "batch", "--batch-retry", help="batch | online: where re-asks and failed requests go"
+    ),
+    batch_poll_s: float = typer.Option(30.0, "--batch-poll-s",
+                                       help="first pause between polls (grows to 300 s)"),
+    batch_max_requests: int | None = typer.Option(
+        None, "--batch-max-requests", help="requests per batch file (API limit 50000)"
+    ),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="print calls, tokens and cost; spend nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="accept a masked artifact without rows"
+    ),
 ) -> None:
     """Fill every masked level with a hard negative (LLM or the random baseline)."""
     from pydantic import ValidationError
@@ -111,6 +137,8 @@ def generate_command(
         "max_tokens": max_tokens,
         "max_attempts": max_attempts,
         "on_invalid": on_invalid,
+        "max_failed": max_failed,
+        "on_failed": on_failed,
         "allow_phrases": allow_phrases,
         "require_dict_words": require_dict_words,
         "concurrency": concurrency,
@@ -132,6 +160,10 @@ def generate_command(
         "rank_top_k": rank_top_k,
         "min_plausibility": min_plausibility,
         "quiet": quiet,
+        "batch": batch,
+        "batch_retry": batch_retry,
+        "batch_poll_s": batch_poll_s,
+        "batch_max_requests": batch_max_requests,
     }
     settings = {key: value for key, value in settings.items() if value is not None}
     try:
@@ -150,16 +182,14 @@ def generate_command(
     if output is None:
         raise ConfigError("generate needs -o/--output (or --dry-run)")
     try:
-        summary = generate_negatives(masked, dictionary, output, config)
+        summary = generate_negatives(masked, dictionary, output, config, allow_empty=allow_empty)
     except KeyboardInterrupt:
         from negforge.generation.journal import journal_path_for
 
-        typer.echo(
+        raise Interrupted(
             f"interrupted: finished queries are kept in {journal_path_for(output)}; "
-            "rerun the same command to continue",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+            "rerun the same command to continue (they cost nothing again)"
+        ) from None
     for line in summary.lines():
         typer.echo(line)
     typer.echo(f"wrote {output}")

@@ -7,6 +7,7 @@ Nothing heavy is imported here at module level (the library modules load inside 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,6 +25,11 @@ _FORMAT_HELP = (
     "input format: jsonl, json (benchmark split file), csv, parquet (default: from the suffix)"
 )
 _SPLIT_HELP = "split name used in qids of a benchmark json file (default: from the file name)"
+_ALLOW_EMPTY_HELP = "accept an input without (valid) rows (by default an error)"
+
+
+def _allow_empty_option() -> Any:
+    return typer.Option(False, "--allow-empty", help=_ALLOW_EMPTY_HELP)
 
 
 def _check_on_error(value: str) -> str:
@@ -42,21 +48,28 @@ def read_command(
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
                                  callback=_check_on_error),
+    allow_empty: bool = _allow_empty_option(),
     sample: int | None = typer.Option(
         None, "--sample", min=1, help="write only N queries drawn with --seed (file order kept)"
     ),
     seed: int = typer.Option(0, "--seed", help="seed of --sample"),
 ) -> None:
     """Validate a query file (jsonl, benchmark json, csv, parquet); optionally convert it."""
+    from negforge.atomic import atomic_files, check_output
     from negforge.readers import read_queries, report_path, sample_records, write_jsonl
 
-    result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
+    if output is not None:
+        check_output(output, inputs=[input_path])
+        check_output(report_path(output), inputs=[input_path], what="bad-row report")
+    result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error,
+                          allow_empty=allow_empty)
     report = None
     if output is not None:
         records = result.records if sample is None else sample_records(result.records, sample,
                                                                        seed)  # fmt: skip
-        write_jsonl(records, output)
-        report = result.write_report(report_path(output))
+        with atomic_files() as group:
+            write_jsonl(records, output, group)
+            report = result.write_report(report_path(output), group)
     where = f" -> {output}" if output is not None else ""
     if output is not None and sample is not None:
         where += f" ({min(sample, len(result.records))} sampled with seed {seed})"
@@ -87,6 +100,7 @@ def mask_command(
     fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
+    allow_empty: bool = _allow_empty_option(),
 ) -> None:
     """Progressively mask every query (SPEC-masking.md) into a masked artifact."""
     from negforge.masking import mask_file
@@ -94,6 +108,7 @@ def mask_command(
     result = mask_file(
         input_path, output, preset=preset, ratios=ratios, exclude_types=exclude_types,
         spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split, cache_dir=cache_dir,
+        allow_empty=allow_empty,
     )
     extra = []
     if result.unmaskable:
@@ -114,7 +129,12 @@ def inspect_command(
     from negforge.artifacts import provenance_json, read_provenance
 
     provenance = read_provenance(artifact)
-    rows = pq.ParquetFile(artifact).metadata.num_rows
+    if artifact.is_dir():  # a partitioned artifact (negforge run --engine ray)
+        from negforge.datasets import read_manifest
+
+        rows = read_manifest(artifact).rows
+    else:
+        rows = pq.ParquetFile(artifact).metadata.num_rows
     typer.echo(provenance_json(provenance))
     typer.echo(f"{artifact}: {provenance.kind} artifact, {rows} rows")
 
@@ -129,13 +149,14 @@ def build_dict_command(
     fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
+    allow_empty: bool = _allow_empty_option(),
 ) -> None:
     """Build the POS dictionary D (verbs, nouns, adjectives, prepositions, adverbs + counts)."""
     from negforge.dictionary import build_dictionary
 
     result = build_dictionary(
         inputs, output, spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
-        cache_dir=cache_dir,
+        cache_dir=cache_dir, allow_empty=allow_empty,
     )
     sizes = ", ".join(f"{n} {kind}s" for kind, n in result.per_type.items())
     skipped = f"; {result.bad_rows} bad rows skipped" if result.bad_rows else ""
@@ -150,12 +171,13 @@ def export_command(
     artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="masked or negatives artifact"),
     output: Path = typer.Option(..., "-o", "--output", help="output file (.jsonl)"),
     fmt: str = typer.Option("shine-jsonl", "--format", help="export format: shine-jsonl"),
+    allow_empty: bool = _allow_empty_option(),
 ) -> None:
     """Write an artifact as the jsonl SHINE-style trainers read."""
     from negforge.export import check_export_format, export_shine_jsonl
 
     check_export_format(fmt)
-    result = export_shine_jsonl(artifact, output)
+    result = export_shine_jsonl(artifact, output, allow_empty=allow_empty)
     holes = (
         f" ({result.rows_without_negatives} without all negatives: negative_valid instead)"
         if result.rows_without_negatives
@@ -180,6 +202,7 @@ def import_negatives_command(
     on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
                                  callback=_check_on_error),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
+    allow_empty: bool = _allow_empty_option(),
 ) -> None:
     """Turn a released SHINE training file (GPT-3.5 negatives) into a negatives artifact."""
     from negforge.export import import_negatives
@@ -187,6 +210,7 @@ def import_negatives_command(
     result = import_negatives(
         shine_jsonl, output, model=model, preset=preset, dictionary=dictionary,
         spacy_model=spacy_model, on_error=on_error, cache_dir=cache_dir,
+        allow_empty=allow_empty,
     )
     typer.echo(
         f"imported {result.queries} queries -> {result.rows} negatives in {output} "
@@ -205,12 +229,54 @@ def run_command(
     output_dir: Path | None = typer.Option(
         None, "--output-dir", help="where artifacts go (default outputs/<pipeline name>/)"
     ),
+    allow_empty: bool = _allow_empty_option(),
+    engine: str = typer.Option(
+        "local", "--engine", help="local | ray: build-dict, mask and generate on Ray Data "
+        "(needs negforge[ray])"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="ray: an existing Ray cluster (default: a local instance)"
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="ray: parallel shard tasks (local instance: its CPUs; "
+        "default: all cores)"
+    ),
+    shard_size: int = typer.Option(2000, "--shard-size", help="ray: queries per shard"),
+    api_bases: list[str] = typer.Option(
+        [], "--api-base", help="ray: OpenAI-compatible endpoints for generate stages, spread "
+        "over the shards (repeatable)"
+    ),
 ) -> None:
-    """Run a pipeline's stages in order; unchanged stages (same fingerprint) are skipped."""
+    """Run a pipeline's stages in order; unchanged stages (same fingerprint) are skipped.
+
+    The whole pipeline file is checked before the first stage runs.
+    """
+    from negforge.errors import ConfigError, Interrupted
     from negforge.pipeline import run_pipeline
 
-    outcomes = run_pipeline(pipeline, overrides=set_, input_overrides=input_, force=force,
-                            output_dir=output_dir, echo=typer.echo)
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address or workers or api_bases):
+        raise ConfigError("--address, --workers and --api-base go with --engine ray")
+    stage_engine = None
+    if engine == "ray":
+        from negforge.ray_engine import RayEngine, RayOptions
+
+        stage_engine = RayEngine(RayOptions(address=address, workers=workers,
+                                            shard_size=shard_size, api_bases=tuple(api_bases),
+                                            echo=typer.echo))  # fmt: skip
+    try:
+        outcomes = run_pipeline(pipeline, overrides=set_, input_overrides=input_, force=force,
+                                output_dir=output_dir, echo=typer.echo, allow_empty=allow_empty,
+                                engine=stage_engine)  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: finished stages are kept; rerun `negforge run {pipeline}` to go on "
+            "(unchanged stages are skipped, a generate stage resumes from its journal)"
+        ) from None
+    finally:
+        if stage_engine is not None:
+            stage_engine.close()
     ran = sum(1 for o in outcomes if o.status == "ran")
     where = outcomes[-1].output.parent if outcomes else output_dir
     typer.echo(f"pipeline {pipeline}: {ran} stages ran, {len(outcomes) - ran} skipped -> {where}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from negforge.cli.app import app
+from negforge.cli.pipeline_commands import _allow_empty_option, _check_on_error
 
 
 @app.command("score-plausibility")
@@ -31,8 +32,11 @@ def score_plausibility_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the cache"),
     fmt: str | None = typer.Option(None, "--format", help="query file format (default: suffix)"),
     split: str | None = typer.Option(None, "--split", help="split name of a benchmark json"),
-    on_error: str = typer.Option("raise", "--on-error", help="raise | skip: bad query rows"),
+    on_error: str = typer.Option("raise", "--on-error", help="raise | skip: bad query rows "
+                                 "(skipped ones listed in <output>.errors.jsonl)",
+                                 callback=_check_on_error),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    allow_empty: bool = _allow_empty_option(),
 ) -> None:
     """Plausibility under a local causal LM: mean token NLL per sentence, Delta NLL per negative.
 
@@ -48,7 +52,7 @@ def score_plausibility_command(
     )
     summary = score_plausibility(
         input_path, output, settings=settings, cache_dir=cache_dir, use_cache=not no_cache,
-        fmt=fmt, split=split, on_error=on_error, quiet=quiet,
+        fmt=fmt, split=split, on_error=on_error, quiet=quiet, allow_empty=allow_empty,
     )  # fmt: skip
     for line in summary.lines():
         typer.echo(line)

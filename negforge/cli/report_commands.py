@@ -56,13 +56,25 @@ def report_command(
         None, "--model-path", help="GGUF for --score-plausibility (default: SmolLM2)"
     ),
     quiet: bool = typer.Option(False, "--quiet", help="do not print the Markdown summary"),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="accept a negatives artifact without rows"
+    ),
 ) -> None:
     """Report on negatives artifacts side by side: one self-contained HTML file.
 
     Scored artifacts (negforge score-plausibility) get a plausibility section.
     """
+    from negforge.artifacts import artifact_rows
+    from negforge.atomic import check_output
+    from negforge.readers import empty_input_error
     from negforge.reporting.writer import write_negatives_report
 
+    check_output(output, inputs=[*negatives, dictionary, markdown])
+    for path in negatives:
+        if not allow_empty and artifact_rows(path) == 0:
+            raise empty_input_error(path)
+    if markdown is not None:
+        check_output(markdown, inputs=[*negatives, dictionary, output], what="Markdown summary")
     written = write_negatives_report(
         negatives,
         output,
@@ -93,8 +105,10 @@ def plot_run_command(
     title: str | None = typer.Option(None, "--title", help="figure title (default: run name)"),
 ) -> None:
     """Training curves of a run: loss parts, learning rate, R1@0.5/0.7, mIoU, mAP per split."""
-    from negforge.reporting.run_plot import write_run_plot
+    from negforge.atomic import check_output
+    from negforge.reporting.run_plot import metrics_csv_path, write_run_plot
 
+    check_output(output, inputs=[metrics_csv_path(run_dir)])
     written = write_run_plot(run_dir, output, title)
     typer.echo(f"wrote {written}")
 
@@ -121,11 +135,13 @@ def plot_saliency_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Saliency over time of a query, its hard negatives and another video's query (Fig. 1/6)."""
+    from negforge.atomic import check_output
     from negforge.errors import ConfigError
     from negforge.reporting.saliency_data import Checkpoint, write_saliency_plot
 
     if bool(qids) == bool(n):
         raise ConfigError("give either --qid QID (repeatable) or --n N")
+    check_output(output, inputs=[checkpoint, compare])
     checkpoints = [Checkpoint(checkpoint, label)]
     if compare is not None:
         checkpoints.append(Checkpoint(compare, compare_label))

@@ -1,4 +1,4 @@
-"""CLI commands of the train area: train, eval, featurize, synth.
+"""CLI commands of the train area: train, eval, score, convert-checkpoint, featurize, synth.
 
 ``train`` exposes every leaf of :class:`~negforge.trainer.config.TrainConfig` as a flag
 (generated from the config model, so a new setting is a new flag). torch, transformers and
@@ -15,8 +15,9 @@ from typing import Any
 
 import typer
 
+from negforge.atomic import check_output
 from negforge.cli.app import app
-from negforge.errors import ConfigError
+from negforge.errors import ConfigError, Interrupted
 from negforge.trainer.config import PRESETS, leaf_fields
 
 #: Settings that have a hand-written option on ``train``.
@@ -222,6 +223,7 @@ def train_command(
         "device": device,
     }
     overrides.update({k: v for k, v in explicit.items() if v is not None})
+    check_output(output, folder=True, what="run")
     saved = output / "config.yaml"
     if resume and config is None and saved.is_file():
         config = saved
@@ -238,12 +240,28 @@ def train_command(
         ]
         if missing:
             raise ConfigError(f"missing {', '.join(missing)} (or give them in --config)")
-    result = run_training(cfg, output, resume=resume)
+    try:
+        result = run_training(cfg, output, resume=resume)
+    except KeyboardInterrupt:
+        raise _train_interrupted(output) from None
     if result.best_epoch is not None:
         typer.echo(
             f"done: {result.epochs_run} epochs; best.pt from epoch {result.best_epoch} "
             f"({cfg.select_on}/{cfg.select_metric} {result.best_metric:.2f}); run in {output}"
         )
+
+
+def _train_interrupted(output: Path) -> Interrupted:
+    """Ctrl-C in ``train``: what is saved (last.pt is written after every epoch)."""
+    last = output / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return Interrupted(f"interrupted before the first epoch ended: {output} holds no "
+                           "checkpoint yet (start again)")  # fmt: skip
+    from negforge.trainer.engine import read_checkpoint
+
+    epoch = int(read_checkpoint(last)["epoch"]) + 1
+    return Interrupted(f"interrupted: {last} holds epoch {epoch}; continue with the same "
+                       "command and --resume")  # fmt: skip
 
 
 @app.command("eval")
@@ -278,6 +296,7 @@ def eval_command(
             else checkpoint.parent
         )
         output = run_dir / "eval"
+    check_output(output, folder=True)
     evaluate_checkpoint(
         checkpoint,
         [EvalSplit.parse(s) for s in eval_splits],
@@ -289,6 +308,57 @@ def eval_command(
         on_missing=on_missing,
     )
     typer.echo(f"predictions and metrics.json in {output}")
+
+
+@app.command("score")
+def score_command(
+    predictions: Path = typer.Argument(
+        ...,
+        metavar="PREDICTIONS.jsonl",
+        help="submission rows: qid, pred_relevant_windows [[st, ed, score], ...]",
+    ),
+    gt: Path = typer.Option(..., "--gt", help="ground truth: query jsonl or benchmark json"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write the metrics JSON here"),
+) -> None:
+    """Score a prediction file as the originals' standalone_eval does (moment retrieval)."""
+    import json
+
+    from negforge.trainer.scoring import score_file, write_scores
+
+    if output is not None:
+        check_output(output, inputs=(predictions, gt))
+    scores = score_file(predictions, gt)
+    typer.echo(json.dumps(scores["brief"], indent=4))
+    if output is not None:
+        write_scores(output, scores)
+        typer.echo(f"metrics in {output}")
+
+
+@app.command("convert-checkpoint")
+def convert_checkpoint_command(
+    checkpoint: Path = typer.Argument(
+        ..., metavar="ORIGINAL.ckpt", help="a checkpoint saved by the originals' train.py"
+    ),
+    backbone: str = typer.Option(
+        ...,
+        "--backbone",
+        help="moment_detr or qd_detr (SHINE checkpoints are qd_detr)",
+        callback=_check_choice(("qd_detr", "moment_detr")),
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="the negforge checkpoint to write"),
+    t2v_mask: str = typer.Option(
+        "batch_major",
+        "--t2v-mask",
+        help="QD-DETR text-to-video mask: batch_major (correct) or head_major (the original's)",
+        callback=_check_choice(("batch_major", "head_major")),
+    ),
+) -> None:
+    """Convert an original Moment-DETR / QD-DETR / SHINE checkpoint for eval and plot-saliency."""
+    from negforge.trainer.convert import convert_checkpoint
+
+    check_output(output, inputs=(checkpoint,))
+    written = convert_checkpoint(checkpoint, backbone, output, t2v_mask=t2v_mask)
+    typer.echo(f"wrote {written} ({backbone}); evaluate it: negforge eval {written} --eval ...")
 
 
 @app.command("featurize")
@@ -318,6 +388,7 @@ def featurize_command(
     """Token-level text features of queries and hard negatives, in one HDF5 file."""
     from negforge.trainer.featurize import featurize
 
+    check_output(output, inputs=queries)
     report = featurize(
         queries,
         output,
@@ -344,6 +415,7 @@ def synth_command(
     """Write a small synthetic compositional grounding benchmark (train in < 2 min on CPU)."""
     from negforge.trainer.synth import SynthConfig, generate
 
+    check_output(output, folder=True)
     report = generate(
         output,
         SynthConfig(

@@ -4,7 +4,8 @@ Prices come from the model map that litellm bundles with its package
 (``model_prices_and_context_window_backup.json``), read as a file: nothing is fetched, and
 pricing a run does not pay litellm's import time. Token counting for ``--dry-run`` uses
 ``litellm.token_counter`` (imported lazily with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` and
-``HF_HUB_OFFLINE=1``).
+``HF_HUB_OFFLINE=1``). Batch API prices are the map's ``*_cost_per_token_batches`` where it
+lists them, else half the online price (the API's 50 % discount).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 _PRICE_MAP_FILE = "model_prices_and_context_window_backup.json"
+#: The Batch API's discount where the price map lists no batch price.
+BATCH_DISCOUNT = 0.5
 
 
 def offline_litellm_environment() -> None:
@@ -44,6 +47,8 @@ class ModelInfo(BaseModel):
 
     input_cost_per_token: float | None = None
     output_cost_per_token: float | None = None
+    input_cost_per_token_batches: float | None = None
+    output_cost_per_token_batches: float | None = None
     supports_response_schema: bool | None = None
     provider: str | None = None
 
@@ -81,14 +86,21 @@ def model_info(model: str) -> ModelInfo | None:
         return ModelInfo(
             input_cost_per_token=entry.get("input_cost_per_token"),
             output_cost_per_token=entry.get("output_cost_per_token"),
+            input_cost_per_token_batches=entry.get("input_cost_per_token_batches"),
+            output_cost_per_token_batches=entry.get("output_cost_per_token_batches"),
             supports_response_schema=entry.get("supports_response_schema"),
             provider=listed,
         )
     return None
 
 
-def cost_usd(model: str | None, input_tokens: int, output_tokens: int) -> float | None:
-    """Dollar cost of the tokens at the bundled prices; None when the model has no price."""
+def cost_usd(
+    model: str | None, input_tokens: int, output_tokens: int, *, batch: bool = False
+) -> float | None:
+    """Dollar cost of the tokens at the bundled prices; None when the model has no price.
+
+    ``batch``: at the Batch API's price (the map's batch price, else half the online one).
+    """
     if model is None:
         return 0.0
     if input_tokens == 0 and output_tokens == 0:
@@ -96,7 +108,15 @@ def cost_usd(model: str | None, input_tokens: int, output_tokens: int) -> float 
     info = model_info(model)
     if info is None or info.input_cost_per_token is None or info.output_cost_per_token is None:
         return None
-    return input_tokens * info.input_cost_per_token + output_tokens * info.output_cost_per_token
+    input_price, output_price = info.input_cost_per_token, info.output_cost_per_token
+    if batch:
+        input_price = (info.input_cost_per_token_batches
+                       if info.input_cost_per_token_batches is not None
+                       else input_price * BATCH_DISCOUNT)  # fmt: skip
+        output_price = (info.output_cost_per_token_batches
+                        if info.output_cost_per_token_batches is not None
+                        else output_price * BATCH_DISCOUNT)  # fmt: skip
+    return input_tokens * input_price + output_tokens * output_price
 
 
 def count_tokens(model: str, messages: Sequence[Mapping[str, str]] | None = None,
@@ -133,6 +153,10 @@ class GenerationSummary(BaseModel):
     fallbacks: int = 0  # rows replaced by --on-invalid random/keep
     dropped: int = 0  # rows left empty by --on-invalid drop
     failed_queries: int = 0  # queries whose calls failed after all retries
+    failed_rows: int = 0  # their rows: flagged fallbacks or left empty (--on-failed)
+    on_failed: str = "error"  # what the failed rows became (--on-failed)
+    last_error: str | None = None  # the last backend error of a failed query (scrubbed)
+    cache_failure: str | None = None  # the response cache broke down mid-run (then unused)
     invalid_rows: int = 0  # generated rows whose backend answer stayed invalid
     invalid_rate: float = 0.0  # invalid_rows / generated rows
     valid_rows: int = 0  # output rows whose negative passes validation
@@ -142,6 +166,8 @@ class GenerationSummary(BaseModel):
     wall_s: float = 0.0
     #: reason code -> generated rows whose answer failed it
     reasons: dict[str, int] = Field(default_factory=dict)
+    #: --batch: what the Batch API did (negforge.generation.batch_client.BatchReport)
+    batch: dict[str, Any] | None = None
 
     def lines(self) -> list[str]:
         """A short human-readable report."""
@@ -161,6 +187,24 @@ class GenerationSummary(BaseModel):
         if self.reasons:
             detail = ", ".join(f"{code} {count}" for code, count in sorted(self.reasons.items()))
             lines.append(f"invalid answers by reason: {detail}")
+        if self.batch is not None:
+            b = self.batch
+            lines.append(
+                f"batch API: {b.get('batches_created', 0)} batches created "
+                f"({b.get('batches_resumed', 0)} resumed), {b.get('uploads', 0)} files uploaded, "
+                f"{b.get('batch_requests', 0)} requests answered by batches, "
+                f"{b.get('online_requests', 0)} online; cost at batch price"
+            )
+        if self.failed_queries:
+            became = ("random-baseline fills (fallback random_after_error)"
+                      if self.on_failed == "random" else "rows without a negative")
+            lines.append(
+                f"warning: {self.failed_queries} queries failed after every retry; their "
+                f"{self.failed_rows} rows are {became}; last error: {self.last_error}"
+            )
+        if self.cache_failure:
+            lines.append(f"warning: the response cache failed ({self.cache_failure}); "
+                         "answers after that were not cached")  # fmt: skip
         return lines
 
 
@@ -176,6 +220,9 @@ class GenerationEstimate(BaseModel):
     output_tokens: int
     cost_usd: float | None
     cached_calls: int = 0  # first requests already in the cache (not paid again)
+    batch: bool = False  # priced for the Batch API
+    online_cost_usd: float | None = None  # --batch: the same calls at the online price
+    batch_files: int = 0  # --batch: batch input files the first round needs
 
     def lines(self) -> list[str]:
         cost = _cost_text(self.cost_usd)
@@ -185,5 +232,8 @@ class GenerationEstimate(BaseModel):
             f"calls {self.calls} (one per query, before re-asks; {self.cached_calls} already "
             "cached)",
             f"estimated tokens in {self.input_tokens}  out {self.output_tokens}",
-            f"estimated cost {cost}",
+            f"estimated cost {cost}" + (
+                f" at the Batch API price ({self.batch_files} batch files; online "
+                f"{_cost_text(self.online_cost_usd)})" if self.batch else ""
+            ),
         ]

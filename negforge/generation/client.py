@@ -29,6 +29,7 @@ from negforge.generation.config import (
     LOCAL_URL_ENV,
     GenerateConfig,
 )
+from negforge.generation.errors import redact_url
 
 Transport = Literal["openai", "litellm"]
 WireFormat = Literal["json_schema", "json_object", "json_object_schema", "none"]
@@ -52,9 +53,15 @@ class BackendSpec:
 
 
 def resolve_backend(config: GenerateConfig) -> BackendSpec:
-    """Decide provider, transport and structured-output mode for ``config.llm``."""
+    """Decide provider, transport and structured-output mode for ``config.llm``.
+
+    ``api_base`` keeps any user-info for the connection; store or print
+    :func:`~negforge.generation.errors.redact_url` of it (which also registers the
+    user-info as a secret to scrub).
+    """
     llm = config.llm
     api_base = config.api_base
+    redact_url(api_base)
     if llm == LOCAL_BACKEND:
         name = os.environ.get(LOCAL_MODEL_ENV) or DEFAULT_LOCAL_MODEL
         provider = "local"
@@ -174,6 +181,26 @@ def openai_api_key(spec: BackendSpec) -> str:
     return key
 
 
+def chat_request_body(
+    model: str,
+    messages: Sequence[Mapping[str, str]],
+    response_format: Mapping[str, Any] | None,
+    params: SamplingParams,
+) -> dict[str, Any]:
+    """The ``/chat/completions`` body of one request (online and in Batch API files)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [dict(message) for message in messages],
+        "temperature": params.temperature,
+        "seed": params.seed,
+    }
+    if response_format is not None:
+        body["response_format"] = dict(response_format)
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    return body
+
+
 class OpenAIChatClient:
     """The shared ``openai.AsyncOpenAI`` client (no retries of its own: see retry.py)."""
 
@@ -193,18 +220,7 @@ class OpenAIChatClient:
         response_format: Mapping[str, Any] | None,
         params: SamplingParams,
     ) -> Completion:
-        extra: dict[str, Any] = {}
-        if response_format is not None:
-            extra["response_format"] = dict(response_format)
-        if params.max_tokens is not None:
-            extra["max_tokens"] = params.max_tokens
-        body: dict[str, Any] = {
-            "model": self._model,
-            "messages": [dict(message) for message in messages],
-            "temperature": params.temperature,
-            "seed": params.seed,
-            **extra,
-        }
+        body = chat_request_body(self._model, messages, response_format, params)
         # ``client.post`` is the SDK's documented way to send a prepared body: it skips the
         # typed-parameter transform and the response models of ``chat.completions.create``,
         # which cost about as much CPU per request as everything else negforge does.
@@ -298,9 +314,35 @@ class LazyChatClient:
             await self._client.aclose()
 
 
+def check_credentials(spec: BackendSpec) -> None:
+    """Fail before any work when the backend's key is not set (ConfigError naming it)."""
+    if spec.transport == "openai" or spec.provider in ("local", "openai-compatible", "openai"):
+        openai_api_key(spec)
+        return
+    litellm = import_litellm()
+    try:
+        found = litellm.validate_environment(model=spec.model)
+    except Exception:  # an unknown provider: let the first call tell
+        return
+    missing = [str(k) for k in (found or {}).get("missing_keys") or []]
+    keys = [k for k in missing if k.endswith(("_KEY", "_TOKEN"))]  # not e.g. OLLAMA_API_BASE
+    if keys and not (found or {}).get("keys_in_environment", True):
+        raise ConfigError(f"--llm {spec.llm}: set {' or '.join(keys)} (the API key of "
+                          f"{spec.provider})")  # fmt: skip
+
+
+def check_backend(config: GenerateConfig) -> BackendSpec | None:
+    """Resolve ``config.llm`` and check its key (None for the random baseline)."""
+    if config.is_random:
+        return None
+    spec = resolve_backend(config)
+    check_credentials(spec)
+    return spec
+
+
 def make_client(spec: BackendSpec, config: GenerateConfig) -> ChatClient:
     """The client for a resolved backend (created lazily; the key is checked now)."""
+    check_credentials(spec)  # fail before any work when the key is missing
     if spec.transport == "openai":
-        openai_api_key(spec)  # fail before any work when the key is missing
         return LazyChatClient(lambda: OpenAIChatClient(spec, timeout_s=config.timeout_s))
     return LazyChatClient(lambda: LiteLLMChatClient(spec, timeout_s=config.timeout_s))

@@ -19,9 +19,14 @@ DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
 CACHE_DIR_ENV = "NEGFORGE_CACHE_DIR"
 
 OnInvalid = Literal["drop", "random", "keep"]
+OnFailed = Literal["error", "random", "drop"]
 LocalFill = Literal["rank", "generate"]
 ClientKind = Literal["auto", "openai", "litellm"]
 ResponseFormatKind = Literal["auto", "json_schema", "json_object", "none"]
+BatchRetry = Literal["batch", "online"]
+#: The OpenAI Batch API's limits per batch input file: requests and bytes.
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200 * 1024 * 1024
 
 # Settings that change what a run produces; the others (concurrency, limits, cache location,
 # verbosity) only change how fast or how loudly it gets there.
@@ -78,18 +83,36 @@ class GenerateConfig(BaseModel):
     )
     dict_sample: int = Field(default=40, ge=1, description="dictionary words per type shown")
     seed: int = 0
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=256, ge=1)
     max_attempts: int = Field(default=3, ge=1, description="calls per query incl. re-asks")
     on_invalid: OnInvalid = "random"
+    max_failed: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="share of queries whose backend calls may fail (after every retry) "
+        "before the run fails with exit code 3",
+    )
+    on_failed: OnFailed = Field(
+        default="error",
+        description="what the rows of a failed query become: error (no artifact when more "
+        "than max_failed failed; within it, rows without a negative), random (a flagged "
+        "random-baseline fill) or drop (no negative); failed queries are retried by a rerun",
+    )
     allow_phrases: bool = False
     require_dict_words: bool = False
     concurrency: int = Field(default=16, ge=1)
-    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
-    tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
-    timeout_s: float = Field(default=60.0, gt=0)
+    rpm: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="requests per minute"
+    )
+    tpm: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="tokens per minute"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     max_retries: int = Field(default=6, ge=0, description="retries per call on 429/5xx/...")
-    max_backoff_s: float = Field(default=60.0, gt=0)
+    max_backoff_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     cache_dir: Path | None = None
     no_cache: bool = False
     resume: bool = Field(default=True, description="reuse finished rows of an earlier run")
@@ -104,6 +127,20 @@ class GenerateConfig(BaseModel):
         description="grammar backends (llm=local): each fill must be one of the prompt's "
         "dictionary words of the mask's type; None: on for local, off elsewhere",
     )
+    # The OpenAI Batch API (negforge.generation.batch_*): how requests travel, not what a run
+    # produces, so none of these is an output setting.
+    batch: bool = Field(default=False, description="send requests through the Batch API")
+    batch_retry: BatchRetry = Field(
+        default="batch",
+        description="re-asks and failed requests: in a follow-up batch, or online",
+    )
+    batch_poll_s: float = Field(default=30.0, gt=0, description="first wait between polls")
+    batch_max_poll_s: float = Field(default=300.0, gt=0, description="longest wait between polls")
+    batch_max_requests: int = Field(default=BATCH_MAX_REQUESTS, ge=1, le=BATCH_MAX_REQUESTS,
+                                    description="requests per batch input file")
+    batch_max_bytes: int = Field(default=BATCH_MAX_BYTES, ge=1024, le=BATCH_MAX_BYTES,
+                                 description="bytes per batch input file")
+    batch_completion_window: str = "24h"
 
     local_fill: LocalFill = Field(
         default="rank",
@@ -138,6 +175,11 @@ class GenerateConfig(BaseModel):
     def _check_combinations(self) -> GenerateConfig:
         if self.llm == RANDOM_BACKEND and self.api_base:
             raise ValueError("api_base makes no sense with llm=random")
+        if self.batch and self.llm == RANDOM_BACKEND:
+            raise ValueError("batch makes no sense with llm=random (nothing is sent)")
+        if self.batch and self.rank_fill:
+            raise ValueError("batch makes no sense with the rank fill (llm=local ranks words "
+                             "in process; local_fill=generate goes through serve-local)")
         return self
 
     @property

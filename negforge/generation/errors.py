@@ -1,15 +1,22 @@
 """Backend call errors: retryable (429, 5xx, timeouts, dropped connections) or fatal.
 
-Messages are scrubbed of API keys before they reach any exception, log or artifact.
+Messages and answers are scrubbed of credentials before they reach any exception, log,
+cache, journal or artifact (:func:`scrub_secrets`): the values of the key environment
+variables and of URL user-info (also base64-, URL- and hex-encoded), key-shaped strings and
+the user-info of any URL.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
+import functools
 import json
 import os
 import re
 import time
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from negforge.errors import NegforgeError
 
@@ -35,15 +42,82 @@ _KEY_PATTERNS = (
 )
 
 
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@]+@")
+#: Secrets shorter than this are not scrubbed in encoded form (too many false matches).
+_MIN_ENCODED = 8
+#: Secrets met at run time (the user-info of ``--api-base``), scrubbed like the keys.
+_EXTRA_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Scrub ``value`` (and its encodings) from every message and answer from now on."""
+    if value and len(value) >= 4:
+        _EXTRA_SECRETS.add(value)
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` without user-info (``http://user:key@host/v1`` -> ``http://host/v1``); the
+    user-info is registered as a secret. Store and print only redacted URLs."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _URL_USERINFO.sub(r"\1", url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    register_secret(password)
+    register_secret(user if len(user) >= _MIN_ENCODED else None)
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _base64_fragments(secret: bytes) -> set[str]:
+    """Pieces of base64 text that hold ``secret`` at any byte alignment in a longer blob
+    (``Basic base64(user:key)``, a key inside base64-encoded JSON...)."""
+    fragments = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for offset in range(3):
+            text = encode(b"\0" * offset + secret).decode("ascii")
+            start = (offset * 8 + 5) // 6  # characters that hold bits of the padding
+            end = (offset + len(secret)) * 8 // 6  # characters made of the secret only
+            if end - start >= _MIN_ENCODED:
+                fragments.add(text[start:end])
+    return fragments
+
+
+@functools.lru_cache(maxsize=8)
+def _variants(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form a secret is scrubbed in, longest first."""
+    found: set[str] = set()
+    for secret in secrets:
+        found.add(secret)
+        if len(secret) < _MIN_ENCODED:
+            continue
+        raw = secret.encode("utf-8")
+        found.update({quote(secret, safe=""), quote_plus(secret), quote(secret)})
+        hexed = binascii.hexlify(raw).decode("ascii")
+        found.update({hexed, hexed.upper()})
+        found.update(_base64_fragments(raw))
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _current_secrets() -> tuple[str, ...]:
+    values = {os.environ.get(name) or "" for name in KEY_ENV_VARS} | _EXTRA_SECRETS
+    return tuple(sorted(value for value in values if len(value) >= 4))
+
+
 def scrub_secrets(text: str) -> str:
-    """``text`` with API keys (from the environment or key-shaped strings) masked."""
-    for name in KEY_ENV_VARS:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
+    """``text`` with credentials masked: the keys of the environment and of URLs in any
+    common encoding (raw, URL-encoded, base64 at any alignment, hex), key-shaped strings and
+    the user-info of URLs."""
+    for variant in _variants(_current_secrets()):
+        if variant in text:
+            text = text.replace(variant, "***")
     for pattern in _KEY_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
-    return text
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 class BackendCallError(Exception):
@@ -66,6 +140,12 @@ class RetryableCallError(BackendCallError):
 
 class FatalCallError(BackendCallError, NegforgeError):
     """A failure that retrying cannot fix (authentication, bad request): the run stops."""
+
+
+class GenerationFailed(NegforgeError):
+    """More queries failed (after every retry) than ``--max-failed`` allows: exit code 3."""
+
+    exit_code = 3
 
 
 def parse_retry_after(headers: object) -> float | None:

@@ -8,12 +8,18 @@ query cost. ``--on-invalid`` decides what an answer that stays invalid becomes:
 * ``random`` -- the row gets a random-baseline fill (``fallback`` random; ``valid`` judges it).
 
 ``invalid_reasons`` always lists why the backend's answer was rejected (empty when it passed).
+
+A query whose calls failed after every retry (``backend_error``) is not an invalid answer:
+``--on-failed`` decides its rows. ``random`` gives a random-baseline fill flagged with
+``fallback`` ``random_after_error`` and the backend/model ``random`` (what made it); ``drop``
+and ``error`` leave the rows without a negative. Such queries are never journaled, so a
+rerun asks again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,7 +34,7 @@ from negforge.generation.client import (
     response_format_for,
 )
 from negforge.generation.config import GenerateConfig
-from negforge.generation.errors import RetryableCallError
+from negforge.generation.errors import RetryableCallError, scrub_secrets
 from negforge.generation.prompts import (
     SINGLE_WORD_PATTERN,
     Message,
@@ -56,6 +62,8 @@ if TYPE_CHECKING:
 
 #: Row reason when a query's backend calls failed after every retry (not a validation code).
 BACKEND_ERROR = "backend_error"
+#: ``fallback`` of a row filled by the random baseline because its backend calls failed.
+FAILED_FALLBACK = "random_after_error"
 
 #: What each reason code tells the model in a re-ask.
 REASK_TEXT: dict[str, str] = {
@@ -127,6 +135,10 @@ class RowMeta:
     prompt_version: str | None
 
 
+#: Who made a random-baseline row (and a FAILED_FALLBACK row).
+RANDOM_META = RowMeta(backend="random", model="random", prompt_version=None)
+
+
 def _split(total: int, parts: int) -> list[int]:
     """``total`` split over ``parts`` rows (remainder on the first), so rows sum to it."""
     base, rest = divmod(total, parts)
@@ -145,8 +157,14 @@ def finish_rows(
     input_tokens: int,
     output_tokens: int,
     extra_reasons: Sequence[str] = (),
+    failed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows for a query's final results, applying ``--on-invalid`` to invalid levels."""
+    """Rows for a query's final results, applying ``--on-invalid`` to invalid levels (and
+    ``--on-failed`` to every level of a query whose backend calls failed)."""
+    mode: str = config.on_invalid
+    if failed:
+        mode = "random" if config.on_failed == "random" else "drop"
+        meta = RANDOM_META if mode == "random" else meta
     rows: list[dict[str, Any]] = []
     in_split = _split(input_tokens, len(job.levels))
     out_split = _split(output_tokens, len(job.levels))
@@ -157,9 +175,9 @@ def finish_rows(
         reasons = list(dict.fromkeys([*extra_reasons, *result.reasons]))
         negative, fills, valid, fallback = result.negative, result.fills, result.valid, None
         if not valid:
-            if config.on_invalid == "drop":
+            if mode == "drop":
                 negative = None
-            elif config.on_invalid == "keep":
+            elif mode == "keep":
                 fallback = "keep"
             else:
                 if fallback_rng is None:
@@ -174,7 +192,7 @@ def finish_rows(
                 )[0]
                 negative = check.negative
                 valid = check.valid and (negative or "").lower() not in taken
-                fallback = "random"
+                fallback = FAILED_FALLBACK if failed else "random"
                 if negative is not None:
                     taken.add(negative.lower())
         rows.append(
@@ -205,7 +223,7 @@ class RandomFiller:
         self.config = config
         self.dictionary = dictionary
         self.gate = gate  # --min-plausibility: implausible levels are flagged
-        self.meta = RowMeta(backend="random", model="random", prompt_version=None)
+        self.meta = RANDOM_META
 
     async def fill(self, job: QueryJob) -> QueryOutcome:
         started = time.perf_counter()
@@ -258,9 +276,11 @@ class LLMFiller:
         cache: ResponseCache | None,
         limiter: RateLimiter,
         gate: PlausibilityGate | None = None,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.gate = gate  # --min-plausibility: implausible levels are asked again
+        self.stopping = stopping or (lambda: False)
         self.spec = spec
         self.client = client
         self.template = template
@@ -312,7 +332,7 @@ class LLMFiller:
             hit = self.cache.get(key)
             if hit is not None:
                 outcome.cache_hits += 1
-                return Completion(hit.text, hit.input_tokens, hit.output_tokens)
+                return Completion(scrub_secrets(hit.text), hit.input_tokens, hit.output_tokens)
         estimate = 0
         if self.limiter.active:
             estimate = sum(len(m["content"]) for m in messages) // 4
@@ -328,6 +348,11 @@ class LLMFiller:
             max_retries=self.config.max_retries,
             max_backoff_s=self.config.max_backoff_s,
             on_retry=count_retry,
+            stopping=self.stopping,
+        )
+        # A server may echo the key (or an encoding of it): nothing with it is kept anywhere.
+        completion = Completion(
+            scrub_secrets(completion.text), completion.input_tokens, completion.output_tokens
         )
         if self.limiter.active:
             self.limiter.settle(estimate, completion.input_tokens + completion.output_tokens)
@@ -386,6 +411,8 @@ class LLMFiller:
             if all(chosen_valid):
                 break
             if attempt + 1 < self.config.max_attempts:
+                if self.cache is not None:
+                    self.cache.flush()  # the answer to re-ask about must survive a kill
                 problems = _problems(results, job.levels, parsed.problem)
                 messages = [
                     *messages,
@@ -408,6 +435,7 @@ class LLMFiller:
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
             extra_reasons=extra_reasons,
+            failed=outcome.failed,
         )
         outcome.seconds = time.perf_counter() - started
         return outcome

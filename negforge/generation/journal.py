@@ -5,7 +5,12 @@ descriptor, so it survives the process being killed (SIGKILL included) the momen
 returns; a background thread ``fsync``\\s soon after (group commit), so a power loss costs at
 most the last few lines without the event loop ever blocking on the disk. The first line
 records the run key: a journal left by a run with other inputs or settings is discarded.
-A torn last line (a kill mid-write) is cut off on open.
+A torn last line (a kill mid-write) is cut off on open. A journal that cannot be written
+(a read-only or full disk) raises :class:`~negforge.errors.OutputError` naming its path.
+
+Besides finished queries (lines with a ``qid``), a run may record events (lines with an
+``event`` key, e.g. the Batch API's planned, uploaded and created batches): they are kept in
+:attr:`RunJournal.events`, in order, with the same durability.
 """
 
 from __future__ import annotations
@@ -13,11 +18,18 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from negforge.errors import OutputError, describe_os_error
+
 JOURNAL_FORMAT = 1
+
+
+def _journal_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write the run journal ({describe_os_error(exc)})", path=path)
 
 
 def journal_path_for(output_path: Path) -> Path:
@@ -26,24 +38,37 @@ def journal_path_for(output_path: Path) -> Path:
 
 
 class _Syncer(threading.Thread):
-    """fsyncs a file descriptor whenever asked, coalescing requests (group commit)."""
+    """fsyncs a file descriptor whenever asked, coalescing requests (group commit).
+
+    At most one fsync per ``pause_s``: each wake-up of this thread takes the GIL from the
+    event loop, so it must not happen per finished query.
+    """
+
+    pause_s = 0.2
 
     def __init__(self, fd: int) -> None:
         super().__init__(name="negforge-journal-fsync", daemon=True)
         self._fd = fd
         self._wanted = threading.Event()
         self._stopping = False
+        self.error: OSError | None = None  # an fsync failure, raised by the next append
 
     def request(self) -> None:
-        self._wanted.set()
+        if not self._wanted.is_set():  # already asked: nothing to wake
+            self._wanted.set()
 
     def run(self) -> None:
         while True:
             self._wanted.wait()
             self._wanted.clear()
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self.error = exc
+                return
             if self._stopping:
                 return
+            time.sleep(self.pause_s)
 
     def stop(self) -> None:
         self._stopping = True
@@ -58,6 +83,7 @@ class RunJournal:
         self.path = path
         self.run_key = run_key
         self.entries: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
         self._fd: int | None = None
         self._syncer: _Syncer | None = None
 
@@ -65,15 +91,25 @@ class RunJournal:
     def open(cls, path: Path, run_key: str, *, resume: bool = True) -> RunJournal:
         """Open (and read) the journal; start a new one if it belongs to another run."""
         journal = cls(path, run_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and path.exists() and journal._load():
-            flags = os.O_WRONLY | os.O_APPEND
-            journal._fd = os.open(path, flags)
-        else:
-            journal._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            header = {"negforge_journal": JOURNAL_FORMAT, "run_key": run_key}
-            os.write(journal._fd, (json.dumps(header) + "\n").encode())
-            os.fsync(journal._fd)
+        fresh = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if resume and path.exists() and journal._load():
+                flags = os.O_WRONLY | os.O_APPEND
+                journal._fd = os.open(path, flags)
+            else:
+                fresh = True
+                journal._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                header = {"negforge_journal": JOURNAL_FORMAT, "run_key": run_key}
+                os.write(journal._fd, (json.dumps(header) + "\n").encode())
+                os.fsync(journal._fd)
+        except OSError as exc:
+            if journal._fd is not None:
+                os.close(journal._fd)
+                journal._fd = None
+            if fresh:  # a journal without its header is of no use to anyone
+                path.unlink(missing_ok=True)
+            raise _journal_error(path, exc) from exc
         journal._syncer = _Syncer(journal._fd)
         journal._syncer.start()
         return journal
@@ -101,6 +137,8 @@ class RunJournal:
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("qid"), str):
                 self.entries[entry["qid"]] = entry
+            elif isinstance(entry, dict) and isinstance(entry.get("event"), str):
+                self.events.append(entry)
         return True
 
     def __contains__(self, qid: object) -> bool:
@@ -113,13 +151,34 @@ class RunJournal:
         """Record one finished query (must carry ``qid``): durable against kills at return."""
         if self._fd is None:
             raise RuntimeError("the journal is closed")
+        if self._syncer is not None and self._syncer.error is not None:
+            raise _journal_error(self.path, self._syncer.error)
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
         data = memoryview(line.encode())
-        while data:
-            data = data[os.write(self._fd, data) :]
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            raise _journal_error(self.path, exc) from exc
         self.entries[str(entry["qid"])] = dict(entry)
         if self._syncer is not None:
             self._syncer.request()
+
+    def append_event(self, event: Mapping[str, Any]) -> None:
+        """Record an event (an ``event`` key, no ``qid``): written and fsynced before return
+        (events are rare, and losing one could mean paying for a batch twice)."""
+        if "event" not in event or "qid" in event:
+            raise ValueError("a journal event has an 'event' key and no 'qid'")
+        if self._fd is None:
+            raise RuntimeError("the journal is closed")
+        data = memoryview((json.dumps(event, separators=(",", ":")) + "\n").encode())
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise _journal_error(self.path, exc) from exc
+        self.events.append(dict(event))
 
     def close(self) -> None:
         """Flush to disk and close (idempotent)."""
@@ -127,9 +186,20 @@ class RunJournal:
             self._syncer.stop()
             self._syncer = None
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass  # what was written is in the file; only durability against power loss
+            finally:
+                os.close(fd)
+
+    def keep(self) -> None:
+        """Close after a failed or interrupted run: kept when it holds finished queries or
+        events (the rerun takes them; events name batches still running), else deleted."""
+        self.close()
+        if not self.entries and not self.events:
+            self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Close and delete the journal (once the final artifact is safely written)."""

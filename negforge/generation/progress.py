@@ -17,6 +17,7 @@ class RunProgress:
         self.errors = 0
         self._progress: Any = None
         self._task: Any = None
+        self.quiet = quiet
         if quiet or total == 0:
             return
         from rich.console import Console
@@ -75,3 +76,14 @@ class RunProgress:
             cache_hits=self.cache_hits,
             errors=self.errors,
         )
+
+    def note(self, text: str) -> None:
+        """A status line (e.g. the Batch API's poll), printed above the bar; none when quiet."""
+        if self.quiet:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            import sys
+
+            print(text, file=sys.stderr, flush=True)

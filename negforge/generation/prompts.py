@@ -63,8 +63,8 @@ class PromptTemplate:
             "keys": _keys_text(levels),
         }
         return [
-            {"role": "system", "content": self.system.substitute(values)},
-            {"role": "user", "content": self.user.substitute(values)},
+            {"role": "system", "content": substitute(self.system, values)},
+            {"role": "user", "content": substitute(self.user, values)},
         ]
 
     def reask(
@@ -83,6 +83,32 @@ class PromptTemplate:
                 reasons=reasons, keys=_keys_text(levels), payload=block or ""
             ),
         }
+
+
+@lru_cache(maxsize=64)
+def _segments(template: string.Template) -> tuple[tuple[str, bool], ...]:
+    """A template cut into (text, is_placeholder) pieces, ``$$`` already unescaped."""
+    pieces: list[tuple[str, bool]] = []
+    position = 0
+    text = template.template
+    for match in template.pattern.finditer(text):
+        pieces.append((text[position:match.start()], False))
+        if match.group("escaped") is not None:
+            pieces.append((template.delimiter, False))
+        elif match.group("named") is not None or match.group("braced") is not None:
+            pieces.append((match.group("named") or match.group("braced"), True))
+        else:
+            raise ValueError(f"invalid placeholder in a prompt template at {match.start()}")
+        position = match.end()
+    pieces.append((text[position:], False))
+    return tuple(piece for piece in pieces if piece[0] or piece[1])
+
+
+def substitute(template: string.Template, values: Mapping[str, str]) -> str:
+    """``template.substitute(values)``, without its per-call regex pass (prompt rendering
+    runs once per query on the event loop); a missing value raises KeyError as there."""
+    return "".join(values[text] if placeholder else text
+                   for text, placeholder in _segments(template))  # fmt: skip
 
 
 def payload_json(

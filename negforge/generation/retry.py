@@ -52,11 +52,13 @@ async def call_with_retries(
     max_retries: int,
     max_backoff_s: float = 60.0,
     on_retry: Callable[[RetryableCallError, float], None] | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> T:
     """Run ``call``; retry transient failures with backoff. Raises the classified error.
 
     ``call`` runs at most ``1 + max_retries`` times; ``on_retry(error, sleep_s)`` is told
-    about every retry before its sleep.
+    about every retry before its sleep. Once ``stopping()`` is true (the run has already
+    failed) no further retry is made.
     """
     try:
         return await _classified(call)
@@ -79,9 +81,14 @@ async def call_with_retries(
             sleep = state.next_action.sleep if state.next_action else 0.0
             on_retry(exc, float(sleep))
 
+    attempts = stop_after_attempt(max_retries + 1)
+
+    def stop(state: RetryCallState) -> bool:
+        return attempts(state) or (stopping is not None and stopping())
+
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(RetryableCallError),
-        stop=stop_after_attempt(max_retries + 1),
+        stop=stop,
         wait=BackoffWait(max_backoff_s),
         reraise=True,
         before_sleep=before_sleep,

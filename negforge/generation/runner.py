@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -19,14 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from negforge.artifacts import (
     ARROW_SCHEMAS,
     SCHEMA_VERSIONS,
     MaskedLevel,
     NegativeRow,
+    PrimitiveType,
     Provenance,
+    artifact_sha256,
     read_artifact,
     read_provenance,
     sha256_file,
@@ -39,10 +42,10 @@ from negforge.generation.accounting import (
     cost_usd,
     count_tokens,
 )
-from negforge.generation.cache import ResponseCache
+from negforge.generation.cache import BatchedWriteCache, ResponseCache
 from negforge.generation.client import BackendSpec, make_client, resolve_backend
 from negforge.generation.config import GenerateConfig
-from negforge.generation.errors import FatalCallError
+from negforge.generation.errors import FatalCallError, GenerationFailed, redact_url
 from negforge.generation.filling import (
     BACKEND_ERROR,
     LLMFiller,
@@ -76,6 +79,7 @@ GENERATED_FIELDS: tuple[str, ...] = tuple(
     name for name in NegativeRow.model_fields if name not in MaskedLevel.model_fields
 )
 _MASKED_SCHEMA = ARROW_SCHEMAS["masked"]
+_LEVELS: TypeAdapter[list[MaskedLevel]] = TypeAdapter(list[MaskedLevel])
 
 
 @dataclass
@@ -120,15 +124,16 @@ def read_masked(masked_path: Path) -> MaskedInput:
     table, provenance = read_artifact(masked_path, "masked")
     _check_masked_schema(table, masked_path)
     names = [field.name for field in _MASKED_SCHEMA]
-    columns = [table.column(name).to_pylist() for name in names]
+    rows = table.select(names).to_pylist()
+    try:  # one call for all rows: several times faster than a model_validate per row
+        levels = _LEVELS.validate_python(rows)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        index = int(error["loc"][0])
+        field = ".".join(str(part) for part in error["loc"][1:])
+        raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
     jobs: dict[str, QueryJob] = {}
-    for index, values in enumerate(zip(*columns, strict=True)):
-        try:
-            level = MaskedLevel.model_validate(dict(zip(names, values, strict=True)))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"])
-            raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
+    for index, level in enumerate(levels):
         _check_level(level, masked_path, index + 1)
         job = jobs.get(level.qid)
         if job is None:
@@ -212,12 +217,18 @@ async def _run_jobs(
     fill: Callable[[QueryJob], Coroutine[Any, Any, QueryOutcome]],
     record: Callable[[QueryOutcome], None],
     concurrency: int,
+    stopping: Callable[[], bool] | None = None,
 ) -> None:
-    """Run ``fill`` over the jobs with ``concurrency`` workers; the first fatal error stops all."""
+    """Run ``fill`` over the jobs with ``concurrency`` workers; the first fatal error stops all.
+
+    Once ``stopping()`` is true no worker starts another job (those in flight finish).
+    """
     iterator = iter(jobs)
 
     async def worker() -> None:
         for job in iterator:  # workers share one iterator: each job runs once
+            if stopping is not None and stopping():
+                return
             record(await fill(job))
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, len(jobs))))]
@@ -249,6 +260,7 @@ def _summarise(
     outcomes: Sequence[QueryOutcome],
     wall_s: float,
     price_model: str | None,
+    cache_failure: str | None = None,
 ) -> GenerationSummary:
     generated_rows = [row for outcome in outcomes for row in outcome.rows]
     invalid = [row for row in generated_rows if not row["valid"] or row["fallback"] is not None]
@@ -273,6 +285,10 @@ def _summarise(
         fallbacks=sum(1 for row in generated_rows if row["fallback"] is not None),
         dropped=sum(1 for row in generated_rows if row["negative"] is None),
         failed_queries=sum(1 for outcome in outcomes if outcome.failed),
+        failed_rows=sum(len(outcome.rows) for outcome in outcomes if outcome.failed),
+        on_failed=config.on_failed,
+        last_error=next((o.error for o in reversed(outcomes) if o.failed and o.error), None),
+        cache_failure=cache_failure,
         invalid_rows=len(invalid),
         invalid_rate=len(invalid) / len(generated_rows) if generated_rows else 0.0,
         valid_rows=sum(1 for row in all_rows if row["valid"]),
@@ -291,6 +307,50 @@ def _price_model(spec: BackendSpec | None) -> str | None:
     return spec.model
 
 
+def _check_dictionary(
+    jobs: Sequence[QueryJob], dictionary: WordSource, dictionary_path: Path, masked_path: Path
+) -> None:
+    """Every type the masks need has a dictionary word (the random fill draws from it)."""
+    needed: dict[PrimitiveType, tuple[str, int]] = {}
+    for job in jobs:
+        for level, row in zip(job.levels, job.row_indices, strict=True):
+            for word_type in level.types:
+                needed.setdefault(word_type, (job.qid, row + 1))
+    for word_type, (qid, row) in needed.items():
+        if not dictionary.words(word_type):
+            raise InputError(
+                f"the dictionary has no {word_type}, but masks need one (first: query {qid}, "
+                f"row {row} of {masked_path}); build it from more queries or mask with "
+                f"--exclude-types {word_type}",
+                path=dictionary_path,
+                field=word_type,
+            )
+
+
+def _kept(done: int, journal: Path) -> str:
+    return f"{done} finished queries are kept in {journal}" if done else "no query finished"
+
+
+def _failure_message(
+    *,
+    output: Path,
+    failed: Sequence[QueryOutcome],
+    queries: int,
+    allowed: int,
+    config: GenerateConfig,
+    kept: str,
+    not_attempted: int,
+) -> str:
+    last = (failed[-1].error or "unknown error").rstrip(". ")
+    share = f"{len(failed) / queries:.0%}" if queries else "0%"
+    skipped = f"; {not_attempted} queries were not attempted" if not_attempted else ""
+    return (
+        f"{output}: the LLM backend failed on {len(failed)} of {queries} queries ({share}) "
+        f"after every retry, more than --max-failed {config.max_failed:g} allows ({allowed})"
+        f"{skipped}; last error: {last}; {kept}"
+    )
+
+
 def generate_negatives(
     masked_path: Path,
     dictionary_path: Path,
@@ -298,13 +358,24 @@ def generate_negatives(
     config: GenerateConfig,
     *,
     fingerprint: str | None = None,
+    allow_empty: bool = False,
 ) -> GenerationSummary:
     """Generate one hard negative per (query, level) and write the negatives artifact.
 
     Resumable: queries finished by an interrupted run with the same inputs and settings are
     taken from its journal (or finished artifact) and cost no call. ``fingerprint`` is stored
     in the provenance (the pipeline's stage fingerprint).
+
+    Failed work is loud: when more queries fail (after every retry) than
+    ``config.max_failed`` allows, :class:`GenerationFailed` (exit code 3) is raised with the
+    last backend error, after the finished queries are safe in the journal. With
+    ``on_failed="error"`` no artifact is written (and no further query is started once the
+    run has failed); with ``random`` or ``drop`` the artifact is written with those rows
+    flagged, then the error is raised all the same.
     """
+    from negforge.atomic import check_output
+    from negforge.readers import empty_input_error
+
     started = time.perf_counter()
     masked_path, dictionary_path, output_path = (
         Path(masked_path),
@@ -313,33 +384,53 @@ def generate_negatives(
     )
     if config.dry_run:
         raise ConfigError("dry_run is set: call estimate_generation() to get the estimate")
-    if output_path.resolve() in (masked_path.resolve(), dictionary_path.resolve()):
-        raise ConfigError(f"the output {output_path} would overwrite an input")
+    check_output(output_path, inputs=[masked_path, dictionary_path])
+    check_output(journal_path_for(output_path), inputs=[masked_path, dictionary_path],
+                 what="run journal")  # fmt: skip
     masked_input = read_masked(masked_path)
     jobs, masked_provenance = masked_input.jobs, masked_input.provenance
+    if not jobs and not allow_empty:
+        raise empty_input_error(masked_path)
     if config.limit is not None:
         jobs = jobs[: config.limit]
     dictionary = load_word_source(dictionary_path)
+    if config.is_random or "random" in (config.on_invalid, config.on_failed):
+        _check_dictionary(jobs, dictionary, dictionary_path, masked_path)
     template = _template_for(config)
     spec = None if config.is_random else resolve_backend(config)
     if config.rank_fill:
         from negforge.generation.rank_fill import rank_backend_spec
 
         spec = rank_backend_spec(config)
-    input_hashes = [sha256_file(masked_path), sha256_file(dictionary_path)]
+    input_hashes = [artifact_sha256(masked_path), sha256_file(dictionary_path)]
     run_key = _run_key(config, spec, template, input_hashes)
 
     wanted = {job.qid for job in jobs}
     finished: dict[str, dict[str, Any]] = {}
     if config.resume:
         finished.update(_finished_rows_of_output(output_path, run_key))
-    journal = RunJournal.open(journal_path_for(output_path), run_key, resume=config.resume)
+    # The cache first: a cache that cannot be opened stops the run before any file is made.
+    # (the rank fill asks no server: nothing to cache)
+    cache = (None if spec is None or config.no_cache or config.rank_fill
+             else BatchedWriteCache(config.resolved_cache_dir()))  # fmt: skip
+    try:
+        journal = RunJournal.open(journal_path_for(output_path), run_key, resume=config.resume)
+    except BaseException:
+        if cache is not None:
+            cache.close()
+        raise
     finished.update(journal.entries)
     finished = {qid: entry for qid, entry in finished.items() if qid in wanted}
     pending = [job for job in jobs if job.qid not in finished]
+    allowed = math.floor(config.max_failed * len(jobs) + 1e-9)
+    failed: list[QueryOutcome] = []
+
+    def doomed() -> bool:
+        """The run has failed already: start no query, retry no call."""
+        return config.on_failed == "error" and len(failed) > allowed
 
     outcomes: list[QueryOutcome] = []
-    cache: ResponseCache | None = None
+    batch_summary: dict[str, Any] | None = None  # --batch: cost and what the Batch API did
     try:
         with RunProgress(len(jobs), quiet=config.quiet) as progress:
             for _ in range(len(finished)):
@@ -352,6 +443,8 @@ def generate_negatives(
             def record(outcome: QueryOutcome) -> None:
                 if not outcome.failed and (outcome.calls or journal_all):
                     journal.append(outcome.journal_entry())
+                if outcome.failed:
+                    failed.append(outcome)
                 outcomes.append(outcome)
                 progress.advance(
                     cache_hits=outcome.cache_hits, errors=1 if outcome.failed else 0
@@ -369,27 +462,42 @@ def generate_negatives(
 
                         asyncio.run(run_rank_fill(
                             pending, config, dictionary, dictionary_path, gate,
-                            lambda fill: _run_jobs(pending, fill, record, config.concurrency),
+                            lambda fill: _run_jobs(pending, fill, record, config.concurrency,
+                                                   doomed),
                         ))  # fmt: skip
+                    elif config.batch:
+                        batch_summary = _run_batch(pending, config, spec, template, dictionary,
+                                                   cache, record, journal, progress,
+                                                   gate)  # fmt: skip
                     else:
-                        if not config.no_cache:
-                            cache = ResponseCache(config.resolved_cache_dir())
-                        asyncio.run(_run_llm(pending, config, spec, template, dictionary,
-                                             cache, record, gate))  # fmt: skip
+                        llm_run = _run_llm(pending, config, spec, template, dictionary, cache,
+                                           record, doomed, gate)  # fmt: skip
+                        asyncio.run(llm_run)
     except FatalCallError as exc:
-        journal.close()
+        journal.keep()
         done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
         raise FatalCallError(
-            f"generation stopped: {exc}. {done} finished queries are kept in "
-            f"{journal.path}; rerun the same command to continue",
+            f"generation stopped: {exc}. {_kept(done, journal.path)}; rerun the same command "
+            "to continue",
             status=exc.status,
         ) from exc
     except BaseException:
-        journal.close()
+        journal.keep()
         raise
     finally:
         if cache is not None:
             cache.close()
+
+    done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
+    if doomed():
+        journal.keep()
+        raise GenerationFailed(_failure_message(
+            output=output_path, failed=failed, queries=len(jobs), allowed=allowed,
+            config=config, not_attempted=len(pending) - len(outcomes),
+            kept=f"{_kept(done, journal.path)} and no artifact was written; rerun the same "
+            "command to retry the failed queries (finished ones cost nothing), or pass "
+            "--on-failed random|drop to write the artifact with the failed rows flagged",
+        ))  # fmt: skip
 
     by_qid = {outcome.qid: {"rows": outcome.rows} for outcome in outcomes}
     by_qid.update(finished)
@@ -412,7 +520,10 @@ def generate_negatives(
         outcomes=outcomes,
         wall_s=time.perf_counter() - started,
         price_model=_price_model(spec),
+        cache_failure=cache.failure if cache is not None else None,
     )
+    if batch_summary is not None:
+        summary = summary.model_copy(update=batch_summary)
     provenance = Provenance(
         kind="negatives",
         schema_version=SCHEMA_VERSIONS["negatives"],
@@ -425,8 +536,10 @@ def generate_negatives(
             **_jsonable(config.output_settings()),
             "backend": meta_backend,
             "model": meta_model,
-            "api_base": spec.api_base if spec else None,
+            "api_base": redact_url(spec.api_base) if spec else None,
             "prompt": template.label if template else None,
+            "on_failed": config.on_failed,
+            "max_failed": config.max_failed,
         },
         fingerprint=fingerprint,
         summary=summary.model_dump(),
@@ -434,6 +547,15 @@ def generate_negatives(
     )
     write_artifact(output_path, table, provenance)
     journal.discard()
+    if len(failed) > allowed:  # a fallback was chosen: the artifact is written, still exit 3
+        kind = "random-baseline fills (fallback 'random_after_error')" \
+            if config.on_failed == "random" else "rows without a negative"  # fmt: skip
+        raise GenerationFailed(_failure_message(
+            output=output_path, failed=failed, queries=len(jobs), allowed=allowed,
+            config=config, not_attempted=0,
+            kept=f"the artifact was written with their {summary.failed_rows} rows as {kind}; "
+            "rerun the same command to retry them",
+        ))  # fmt: skip
     return summary
 
 
@@ -463,6 +585,7 @@ async def _run_llm(
     dictionary: WordSource,
     cache: ResponseCache | None,
     record: Callable[[QueryOutcome], None],
+    stopping: Callable[[], bool] | None = None,
     gate: PlausibilityGate | None = None,
 ) -> None:
     client = make_client(spec, config)
@@ -475,11 +598,34 @@ async def _run_llm(
             dictionary=dictionary,
             cache=cache,
             limiter=RateLimiter(config.rpm, config.tpm),
+            stopping=stopping,
             gate=gate,
         )
-        await _run_jobs(jobs, filler.fill, record, config.concurrency)
+        await _run_jobs(jobs, filler.fill, record, config.concurrency, stopping)
     finally:
         await client.aclose()
+
+
+def _run_batch(
+    jobs: Sequence[QueryJob],
+    config: GenerateConfig,
+    spec: BackendSpec,
+    template: PromptTemplate,
+    dictionary: WordSource,
+    cache: ResponseCache | None,
+    record: Callable[[QueryOutcome], None],
+    journal: RunJournal,
+    progress: RunProgress,
+    gate: PlausibilityGate | None = None,
+) -> dict[str, Any]:
+    """``--batch``: the jobs through the Batch API (negforge.generation.batch_runner)."""
+    from negforge.generation.batch_runner import run_batch_jobs, summary_fields
+
+    report = asyncio.run(run_batch_jobs(
+        list(jobs), config=config, spec=spec, template=template, dictionary=dictionary,
+        cache=cache, record=record, journal=journal, progress=progress, gate=gate,
+    ))  # fmt: skip
+    return summary_fields(report, _price_model(spec))
 
 
 def _answer_example(job: QueryJob) -> str:
@@ -512,6 +658,10 @@ def estimate_generation(
     dictionary = load_word_source(Path(dictionary_path))
     template = load_template(config.prompt_template, config.prompt_version)
     spec = resolve_backend(config)
+    if config.batch:
+        from negforge.generation.batch_runner import check_batch_backend
+
+        check_batch_backend(spec, need_key=False)  # a dry run sends nothing
     filler = LLMFiller(
         config=config,
         spec=spec,
@@ -523,9 +673,12 @@ def estimate_generation(
     )
     cache = None if config.no_cache else _existing_cache(config)
     input_tokens = output_tokens = cached = 0
+    batch_lines = []
     try:
         for job in jobs:
             messages, response_format = filler.request_for(job)
+            if config.batch:
+                batch_lines.append(_batch_line_of(job, spec, filler, messages, response_format))
             input_tokens += count_tokens(spec.model, messages=messages)
             output_tokens += count_tokens(spec.model, text=_answer_example(job))
             if cache is not None and cache.get(
@@ -535,6 +688,13 @@ def estimate_generation(
     finally:
         if cache is not None:
             cache.close()
+    online_cost = cost_usd(_price_model(spec), input_tokens, output_tokens)
+    batch_files = 0
+    if config.batch:
+        from negforge.generation.batch_files import split_lines
+
+        batch_files = len(split_lines(batch_lines, config.batch_max_requests,
+                                      config.batch_max_bytes))  # fmt: skip
     return GenerationEstimate(
         backend=spec.provider,
         model=spec.model,
@@ -543,9 +703,22 @@ def estimate_generation(
         calls=len(jobs),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=cost_usd(_price_model(spec), input_tokens, output_tokens),
+        cost_usd=cost_usd(_price_model(spec), input_tokens, output_tokens, batch=config.batch),
         cached_calls=cached,
+        batch=config.batch,
+        online_cost_usd=online_cost if config.batch else None,
+        batch_files=batch_files,
     )
+
+
+def _batch_line_of(job: QueryJob, spec: BackendSpec, filler: LLMFiller, messages: Any,
+                   response_format: Any) -> Any:  # fmt: skip
+    """The Batch API input line of a query's first request (to count batch files)."""
+    from negforge.generation.batch_files import batch_line, custom_id_for
+    from negforge.generation.client import chat_request_body
+
+    body = chat_request_body(spec.wire_model, messages, response_format, filler.params)
+    return batch_line(custom_id_for(job.qid, 1), body)
 
 
 def _existing_cache(config: GenerateConfig) -> ResponseCache | None:

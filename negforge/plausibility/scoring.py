@@ -26,12 +26,12 @@ from negforge.artifacts import (
     ARROW_SCHEMAS,
     SCHEMA_VERSIONS,
     Provenance,
+    artifact_sha256,
     read_artifact,
     read_provenance,
-    sha256_file,
     write_artifact,
 )
-from negforge.errors import ConfigError, InputError
+from negforge.errors import InputError
 from negforge.plausibility.cache import SCORING_VERSION, ScoreCache
 from negforge.plausibility.llama import LlamaSettings
 from negforge.plausibility.scorer import SentenceScorer
@@ -70,13 +70,23 @@ class ScoringSummary(BaseModel):
         return lines
 
 
-def _is_negatives_artifact(path: Path) -> bool:
-    if path.suffix.lower() not in (".parquet", ".pq"):
+def _negatives_source(path: Path) -> bool:
+    """Whether ``path`` is a negatives artifact (a file or a dataset folder); False for a
+    query file. Another negforge artifact (masked, dictionary, ...) is an error naming it."""
+    if path.is_dir():
+        kind = read_provenance(path).kind  # a dataset folder, or an error naming the folder
+    elif path.suffix.lower() not in (".parquet", ".pq"):
         return False
-    try:
-        return read_provenance(path).kind in NEGATIVE_KINDS
-    except InputError:
-        return False  # a plain Parquet query file
+    else:
+        try:
+            kind = read_provenance(path).kind
+        except InputError:
+            return False  # a plain Parquet query file
+    if kind not in NEGATIVE_KINDS:
+        raise InputError(
+            f"expected a negatives artifact or a query file, found a {kind} artifact", path=path
+        )
+    return True
 
 
 def _text(value: Any) -> str | None:
@@ -104,19 +114,28 @@ def score_plausibility(
     on_error: str = "raise",
     quiet: bool = True,
     scorer: SentenceScorer | None = None,
+    allow_empty: bool = False,
 ) -> ScoringSummary:
-    """Score ``input_path`` (negatives artifact or query file) into ``output_path``."""
+    """Score ``input_path`` (negatives artifact or query file) into ``output_path``.
+
+    The output (and, for a query file, its bad-row report) is checked before any work and
+    written together at the end; an input without rows is an error unless ``allow_empty``.
+    """
+    from negforge.atomic import atomic_files, check_output
     from negforge.generation.progress import RunProgress
+    from negforge.readers import ReadResult, empty_input_error, read_queries, report_path
 
     started = time.perf_counter()
-    input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
-        raise InputError("no such file", path=input_path)
-    if output_path.resolve() == input_path.resolve():
-        raise ConfigError(f"the output {output_path} would overwrite the input")
-    negatives = _is_negatives_artifact(input_path)
+    input_path = Path(input_path)
+    output_path = check_output(output_path, inputs=[input_path])
+    if not input_path.exists():
+        raise InputError("file not found", path=input_path)
+    negatives = _negatives_source(input_path)
+    result: ReadResult | None = None
     if negatives:
         table, source = read_artifact(input_path)
+        if table.num_rows == 0 and not allow_empty:
+            raise empty_input_error(input_path)
         base = table.select([field.name for field in ARROW_SCHEMAS["negatives"]])
         queries = [_text(q) for q in base.column("query").to_pylist()]
         texts_of_rows = [_text(n) for n in base.column("negative").to_pylist()]
@@ -126,10 +145,9 @@ def score_plausibility(
         wanted = [text for text in (*texts_of_rows, *queries) if text is not None]
         input_kind, output_kind = "negatives", "scored_negatives"
     else:
-        from negforge.readers import read_queries, report_path
-
-        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error)
-        result.write_report(report_path(output_path))
+        check_output(report_path(output_path), inputs=[input_path], what="bad-row report")
+        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error,
+                              allow_empty=allow_empty)
         records = result.records
         queries = [_text(record.query) for record in records]
         wanted = [text for text in queries if text is not None]
@@ -206,13 +224,13 @@ def score_plausibility(
                 schema=ARROW_SCHEMAS["scored_queries"],
             )
             inputs_settings = {"format": fmt, "split": split, "on_error": on_error,
-                               "bad_rows": len(result.bad_rows)}  # fmt: skip
+                               "bad_rows": len(result.bad_rows) if result else 0}  # fmt: skip
         summary.wall_s = round(time.perf_counter() - started, 3)
         provenance = Provenance(
             kind=output_kind,  # type: ignore[arg-type]
             schema_version=SCHEMA_VERSIONS[output_kind],
             input_files=[str(input_path)],
-            input_sha256=[sha256_file(input_path)],
+            input_sha256=[artifact_sha256(input_path)],
             settings={
                 "model": active.model_name,
                 "model_sha256": active.model_sha256,
@@ -222,7 +240,10 @@ def score_plausibility(
             },
             summary=summary.model_dump(),
         )
-        write_artifact(output_path, out, provenance)
+        with atomic_files() as group:  # the artifact and its bad-row report together
+            if result is not None:
+                result.write_report(report_path(output_path), group)
+            write_artifact(output_path, out, provenance, group)
     finally:
         if own_scorer:
             active.close()

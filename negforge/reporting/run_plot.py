@@ -9,6 +9,7 @@ grounding metrics of every evaluated split over epochs.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ def metrics_csv_path(run: str | Path) -> Path:
 
 def read_run_log(run: str | Path) -> RunLog:
     """Parse a metrics.csv; a non-numeric cell raises InputError naming line and column."""
+    from negforge.readers import read_text
+
     path = metrics_csv_path(run)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "epoch" not in reader.fieldnames:
             raise InputError("metrics.csv needs an 'epoch' column", path=path, line=1)

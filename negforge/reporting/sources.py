@@ -35,9 +35,9 @@ class NegativesSource:
 def load_negatives(path: str | Path, name: str | None = None) -> NegativesSource:
     """Read a negatives artifact; a bad row raises InputError naming its row and field."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path=path)
-    table, provenance = read_artifact(path)
+    if not path.exists():
+        raise InputError("file not found", path=path)
+    table, provenance = read_artifact(path)  # a file, or a dataset folder
     if provenance.kind not in ("negatives", "scored_negatives"):
         raise InputError(f"expected a negatives artifact, found {provenance.kind}", path=path)
     scores: list[RowScore | None] | None = None

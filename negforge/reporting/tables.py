@@ -156,7 +156,9 @@ def reasons_table(artifacts: Sequence[ArtifactQuality]) -> Table:
         note=(
             "Share of rows whose invalid_reasons list the code (a row can list several). "
             "not_in_dictionary and wrong_type only make a row invalid with "
-            "--require-dict-words."
+            "--require-dict-words. backend_error: the backend failed on the query after "
+            "every retry; fallback random_after_error: such a row filled by the random "
+            "baseline (--on-failed random), not by the LLM."
         ),
     )
     for artifact in artifacts:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from negforge.atomic import atomic_write_text
+from negforge.atomic import atomic_files
 from negforge.reporting.html_report import render_html
 from negforge.reporting.markdown_report import render_markdown
 from negforge.reporting.plausibility import DEFAULT_LEAST, DEFAULT_THRESHOLD
@@ -62,8 +62,9 @@ def write_negatives_report(
     )
     markdown_text = render_markdown(report)
     html_path = Path(output)
-    atomic_write_text(html_path, render_html(report))
     markdown_path = Path(markdown) if markdown is not None else None
-    if markdown_path is not None:
-        atomic_write_text(markdown_path, markdown_text)
+    with atomic_files() as group:  # the page and its summary appear together
+        group.write_text(html_path, render_html(report))
+        if markdown_path is not None:
+            group.write_text(markdown_path, markdown_text)
     return WrittenReport(report, html_path, markdown_path, markdown_text)

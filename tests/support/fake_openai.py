@@ -56,7 +56,9 @@ FaultKind = Literal[
     "copy_original",  # 200 whose first fill of level 1 is the masked original word
     "auth",  # 401 (echoes the presented API key in the error message, as a hostile server)
     "bad_request",  # 400
+    "leak_key",  # 200 whose first fill is the presented credentials (leak_encoding applied)
 ]
+LeakEncoding = Literal["raw", "base64", "url", "hex"]
 
 MODEL_ID = "fake-gpt"
 _FENCE = re.compile(r"```json\s*(\{.*?\})\s*```", re.DOTALL)
@@ -137,6 +139,7 @@ class FaultRule(BaseModel):
     limit: int | None = None  # fire at most this many times in total
     retry_after_s: float = 1.0  # rate_limit: the Retry-After header (seconds)
     stall_s: float = 3600.0  # stall: how long to hold the request
+    leak_encoding: LeakEncoding = "raw"  # leak_key: how the credentials are echoed
 
     def matches(self, number: int, query: str | None, attempt: int) -> bool:
         """Whether this rule applies to the request (ignores ``limit``)."""
@@ -160,6 +163,7 @@ class RecordedRequest(BaseModel):
     received_at: float  # time.time() when the request arrived
     answered_at: float | None  # time.time() when the answer was handed to the transport
     body: dict[str, Any]
+    batch_id: str | None = None  # answered inside this batch (Batch API), not online
 
 
 class FakeServerConfig(BaseModel):
@@ -172,6 +176,8 @@ class FakeServerConfig(BaseModel):
     api_key: str | None = None  # when set, any other bearer token gets 401
     record_path: str | None = None  # append every RecordedRequest as a JSON line
     record_bodies: bool = True  # keep request bodies in the records
+    #: Files / Batches endpoints (tests/support/fake_openai_batch.py: BatchSettings)
+    batch: dict[str, Any] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,8 +308,63 @@ def build_answer(body: dict[str, Any], fault: FaultKind | None) -> str:
     return json.dumps(fills)
 
 
+def leak_answer(body: dict[str, Any], credentials: str, encoding: LeakEncoding) -> str:
+    """A well-formed answer whose first fill echoes ``credentials`` (a hostile server)."""
+    import base64
+    import urllib.parse
+
+    fills = json.loads(build_answer(body, None))
+    secret = {
+        "raw": credentials,
+        "base64": base64.b64encode(f"token={credentials};".encode()).decode(),
+        "url": urllib.parse.quote(credentials, safe=""),
+        "hex": credentials.encode().hex(),
+    }[encoding]
+    first = min(fills, key=lambda n: (len(n), n)) if fills else "level_1"
+    fills.setdefault(first, [""])[0] = secret
+    return json.dumps(fills)
+
+
 def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
+
+
+def completion_payload(
+    body: dict[str, Any], fault: FaultKind | None, number: int, received: float,
+    content: str | None = None,
+) -> dict[str, Any]:
+    """The chat.completion object answering a request (a content fault applied, unless
+    ``content`` is given)."""
+    if content is None:
+        content = build_answer(body, fault)
+    prompt_tokens = _estimate_tokens(json.dumps(body.get("messages", [])))
+    completion_tokens = _estimate_tokens(content)
+    return {
+        "id": f"chatcmpl-fake-{number}",
+        "object": "chat.completion",
+        "created": int(received),
+        "model": body.get("model", MODEL_ID),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "system_fingerprint": "fake",
+    }
+
+
+def request_query(body: dict[str, Any]) -> str | None:
+    """The query text of a negforge request (from the prompt's fenced block)."""
+    block = _prompt_block(body) or {}
+    return block.get("query") if isinstance(block.get("query"), str) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +463,8 @@ def build_app(state: _FakeState) -> web.Application:
             body=body if config.record_bodies else {},
         )
 
-        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        authorization = request.headers.get("Authorization", "")
+        presented = authorization.removeprefix("Bearer ").strip()
         if fault is None and config.api_key is not None and presented != config.api_key:
             fault = entry.fault = "auth"
 
@@ -443,30 +505,13 @@ def build_app(state: _FakeState) -> web.Application:
         elif body.get("stream"):
             response = _error(400, "the fake server does not stream", "invalid_request_error")
         else:
-            content = build_answer(body, fault)
-            prompt_tokens = _estimate_tokens(json.dumps(body.get("messages", [])))
-            completion_tokens = _estimate_tokens(content)
+            content = (
+                leak_answer(body, authorization, rule.leak_encoding)
+                if fault == "leak_key" and rule is not None
+                else None
+            )
             response = web.json_response(
-                {
-                    "id": f"chatcmpl-fake-{number}",
-                    "object": "chat.completion",
-                    "created": int(received),
-                    "model": body.get("model", MODEL_ID),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
-                            "logprobs": None,
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    },
-                    "system_fingerprint": "fake",
-                }
+                completion_payload(body, fault, number, received, content=content)
             )
         entry.status = response.status
         entry.answered_at = time.time()
@@ -487,13 +532,16 @@ def build_app(state: _FakeState) -> web.Application:
         state.reset()
         return web.json_response({"reset": True})
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=256 * 1024 * 1024)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/chat/completions", chat)
     app.router.add_get("/_fake/requests", get_requests)
     app.router.add_post("/_fake/faults", post_faults)
     app.router.add_post("/_fake/reset", post_reset)
+    from tests.support.fake_openai_batch import add_batch_routes
+
+    add_batch_routes(app, state)
     return app
 
 
@@ -522,12 +570,14 @@ class FakeOpenAIServer:
         record_path: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        batch: dict[str, Any] | None = None,
     ) -> None:
         self.config = FakeServerConfig(
             delay_s=delay_s,
             faults=list(faults),
             api_key=api_key,
             record_path=str(record_path) if record_path else None,
+            batch=batch or {},
         )
         self.host = host
         self.port = port
@@ -540,6 +590,14 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         """The OpenAI base URL, ``http://127.0.0.1:PORT/v1``."""
         return f"http://{self.host}:{self.port}/v1"
+
+    def batch_log(self) -> dict[str, Any]:
+        """Uploads, creations, batches and the call log of the Files/Batches endpoints."""
+        return _http_json("GET", f"http://{self.host}:{self.port}/_fake/batch_log")  # type: ignore[no-any-return]
+
+    def set_batch_hold(self, hold: bool) -> None:
+        """Hold batches in_progress before their first request (or release them)."""
+        _http_json("POST", f"http://{self.host}:{self.port}/_fake/batch_hold", {"hold": hold})
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -634,8 +692,10 @@ class FakeOpenAIProcess:
         record_path: str | Path | None = None,
         port: int | None = None,
         record_bodies: bool = True,
+        batch: dict[str, Any] | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.batch = batch or {}
         self.delay_s = delay_s
         self.faults = list(faults)
         self.api_key = api_key
@@ -670,6 +730,8 @@ class FakeOpenAIProcess:
             command += ["--record", self.record_path]
         if not self.record_bodies:
             command.append("--no-bodies")
+        if self.batch:
+            command += ["--batch", json.dumps(self.batch)]
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
@@ -697,6 +759,14 @@ class FakeOpenAIProcess:
     def set_faults(self, faults: Iterable[FaultRule]) -> None:
         _http_json("POST", f"{self._control}/faults", [f.model_dump() for f in faults])
 
+    def batch_log(self) -> dict[str, Any]:
+        """Uploads, creations, batches and the call log of the Files/Batches endpoints."""
+        return _http_json("GET", f"{self._control}/batch_log")  # type: ignore[no-any-return]
+
+    def set_batch_hold(self, hold: bool) -> None:
+        """Hold batches in_progress before their first request (or release them)."""
+        _http_json("POST", f"{self._control}/batch_hold", {"hold": hold})
+
     def reset(self) -> None:
         _http_json("POST", f"{self._control}/reset", {})
 
@@ -711,7 +781,8 @@ class FakeOpenAIProcess:
         self.process = None
 
     def __enter__(self) -> FakeOpenAIProcess:
-        return self.start()
+        # spawn_fake_openai() already started it: a second start would leak the first process
+        return self if self.process is not None and self.process.poll() is None else self.start()
 
     def __exit__(self, *_: object) -> None:
         self.stop()
@@ -754,6 +825,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--api-key", help="require this bearer token (else 401)")
     parser.add_argument("--record", help="append every request as a JSON line to this file")
     parser.add_argument("--no-bodies", action="store_true", help="do not keep request bodies")
+    parser.add_argument("--batch", help="JSON of the Batch API settings (BatchSettings)")
     args = parser.parse_args(argv)
     config = FakeServerConfig(
         delay_s=args.delay_s,
@@ -761,6 +833,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         api_key=args.api_key,
         record_path=args.record,
         record_bodies=not args.no_bodies,
+        batch=json.loads(args.batch) if args.batch else {},
     )
     try:
         import uvloop

@@ -4,6 +4,11 @@
 stacks every text a video must be scored against (its own query, the in-batch negative, the
 three hard negatives) into ONE batch of rows for a single encoder pass, runs the decoder on
 the positive rows only, and returns the DETR-style output dict.
+
+The rows are stacked in the order of the originals' separate passes: the B positives, the B
+in-batch negatives, then hard negative 0 of every row, hard negative 1, hard negative 2
+(SHINE's layout). Each group is one pass of the original, which matters only for QD-DETR's
+head-major text-to-video mask when it is switched on for parity checks.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from torch import Tensor, nn
 from negforge.trainer.model_config import ModelConfig
 from negforge.trainer.transformer import (
     InputProjection,
-    LearnedPositionEncoding,
+    TextPositionEncoding,
     sine_position_encoding,
 )
 
@@ -27,7 +32,7 @@ NUM_HARD_NEGATIVES = 3
 
 @dataclass
 class EncodedRows:
-    """Encoder results for R rows (video, text) pairs."""
+    """Encoder results for R (video, text) rows."""
 
     saliency: Tensor  # (R, L)
     memory: Tensor  # (R, S, d): what the decoder attends to
@@ -63,13 +68,13 @@ class GroundingModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden
-        self.video_proj = InputProjection(
-            cfg.v_dim, d, cfg.input_proj_layers, cfg.input_dropout, cfg.dropout
-        )
-        self.text_proj = InputProjection(
-            cfg.t_dim, d, cfg.input_proj_layers, cfg.input_dropout, cfg.dropout
-        )
-        self.text_pos = LearnedPositionEncoding(cfg.max_q_len, d)
+        self.video_proj = InputProjection(cfg.v_dim, d, cfg.input_proj_layers, cfg.input_dropout)
+        self.text_proj = InputProjection(cfg.t_dim, d, cfg.input_proj_layers, cfg.input_dropout)
+        self.text_position = TextPositionEncoding(cfg.max_q_len, d, cfg.input_dropout)
+        if not cfg.use_txt_pos:
+            # Kept (as in the originals' state dicts) but unused: frozen, so optimisers and
+            # DistributedDataParallel skip them (the originals' AdamW skips grad-less weights).
+            self.text_position.requires_grad_(False)
         self.class_head = nn.Linear(d, 2)  # index 0 = foreground
 
     @abstractmethod
@@ -81,13 +86,25 @@ class GroundingModel(nn.Module):
         text: Tensor,
         text_pos: Tensor,
         text_mask: Tensor,
+        groups: tuple[int, ...],
     ) -> EncodedRows:
-        """Projected video (R, L, d) and text (R, N, d) rows -> saliency and memory."""
+        """Projected video (R, L, d) and text (R, N, d) rows -> saliency and memory.
+
+        ``groups`` lists the row counts of the originals' separate passes (they sum to R).
+        """
 
     @abstractmethod
     def decode(self, encoded: EncodedRows) -> tuple[Tensor, Tensor]:
         """Memory of B rows -> per-layer hidden states (layers, B, Q, d) and spans
         (layers, B, Q, 2) as normalised (centre, width)."""
+
+    def text_positions(self, text: Tensor) -> Tensor:
+        """Learned text positions with ``use_txt_pos``, else zeros (the originals' default)."""
+        if self.cfg.use_txt_pos:
+            return self.text_position(text)
+        if text.shape[1] > self.cfg.max_q_len:
+            raise ValueError(f"{text.shape[1]} text tokens exceed max_q_len={self.cfg.max_q_len}")
+        return torch.zeros_like(text)
 
     def forward(
         self,
@@ -125,33 +142,49 @@ class GroundingModel(nn.Module):
         text = self.text_proj(text_feats)
         text_mask = ensure_one_valid_token(text_mask.to(video.dtype))
 
-        texts, masks = [text], [text_mask]
-        video_rows = [torch.arange(batch, device=video.device)]
+        own_rows = torch.arange(batch, device=video.device)
+        texts, masks, video_rows, groups = [text], [text_mask], [own_rows], [batch]
         inbatch_valid = None
         if inbatch_neg_index is not None:
             index = inbatch_neg_index.to(device=video.device, dtype=torch.long)
             inbatch_valid = (index >= 0) & (index < batch)
-            index = torch.where(inbatch_valid, index, video_rows[0])
+            index = torch.where(inbatch_valid, index, own_rows)
             texts.append(text[index])
             masks.append(text_mask[index])
-            video_rows.append(video_rows[0])
+            video_rows.append(own_rows)
+            groups.append(batch)
+        hard_count = 0
         if hard_neg_text_feats is not None and hard_neg_text_mask is not None:
-            count = hard_neg_text_feats.shape[1]
-            texts.append(self.text_proj(hard_neg_text_feats.flatten(0, 1)))
-            masks.append(ensure_one_valid_token(hard_neg_text_mask.flatten(0, 1).to(video.dtype)))
-            video_rows.append(video_rows[0].repeat_interleave(count))
+            hard_count = hard_neg_text_feats.shape[1]
+            # Negative-major: hard negative 0 of every row, then 1, then 2 (SHINE's layout).
+            texts.append(self.text_proj(hard_neg_text_feats.transpose(0, 1).flatten(0, 1)))
+            masks.append(
+                ensure_one_valid_token(
+                    hard_neg_text_mask.transpose(0, 1).flatten(0, 1).to(video.dtype)
+                )
+            )
+            video_rows.append(own_rows.repeat(hard_count))
+            groups.append(batch * hard_count)
         length = max(t.shape[1] for t in texts)
         padded = [_pad_tokens(t, m, length) for t, m in zip(texts, masks, strict=True)]
         all_text = torch.cat([t for t, _ in padded])
         all_mask = torch.cat([m for _, m in padded])
-        rows = torch.cat(video_rows)
-        text_pos = self.text_pos(all_text).to(all_text.dtype).expand(all_text.shape[0], -1, -1)
+        text_pos = self.text_positions(all_text).to(all_text.dtype)
         if len(texts) == 1:
-            encoded = self.encode(video, video_pos, video_mask, all_text, text_pos, all_mask)
+            encoded = self.encode(
+                video, video_pos, video_mask, all_text, text_pos, all_mask, tuple(groups)
+            )
         else:
             # One encoder pass over every (video, text) row of the query set.
+            rows = torch.cat(video_rows)
             encoded = self.encode(
-                video[rows], video_pos[rows], video_mask[rows], all_text, text_pos, all_mask
+                video[rows],
+                video_pos[rows],
+                video_mask[rows],
+                all_text,
+                text_pos,
+                all_mask,
+                tuple(groups),
             )
         positive = EncodedRows(
             encoded.saliency[:batch],
@@ -176,7 +209,7 @@ class GroundingModel(nn.Module):
             out["saliency_scores_inbatch_neg"] = encoded.saliency[offset : offset + batch]
             out["inbatch_neg_valid"] = inbatch_valid
             offset += batch
-        if hard_neg_text_feats is not None:
-            count = hard_neg_text_feats.shape[1]
-            out["saliency_scores_hard_neg"] = encoded.saliency[offset:].reshape(batch, count, clips)
+        if hard_count:
+            hard = encoded.saliency[offset:].reshape(hard_count, batch, clips)
+            out["saliency_scores_hard_neg"] = hard.transpose(0, 1)
         return out

@@ -1,9 +1,11 @@
-"""Moment-DETR (Lei et al., 2021): one encoder over concatenated video and text tokens.
+"""Moment-DETR (Lei et al., 2021), module for module as ``moment_detr/model.py``.
 
-Video clips get sine positions, text tokens learned positions; the concatenation goes through
-a transformer encoder, a linear head on the video part of the memory gives the saliency, and
-a DETR decoder with learned queries reads the whole memory to predict (centre, width) spans
-and a foreground/background class.
+Video and text are projected, concatenated into one post-norm transformer encoder (video
+clips with normalised sine positions, text tokens without positions unless
+``use_txt_pos``); a linear head on the video part of the memory gives the saliency, and a
+DETR decoder with learned query positions reads the whole memory to predict (centre, width)
+spans and a foreground/background class. ReLU feed-forwards; the transformer's matrices are
+Xavier-initialised as in DETR.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from torch import Tensor, nn
 
 from negforge.trainer.backbones.base import EncodedRows, GroundingModel
 from negforge.trainer.model_config import ModelConfig
-from negforge.trainer.transformer import MLP, TransformerDecoder, TransformerEncoder
+from negforge.trainer.transformer import MLP, TransformerDecoder, TransformerEncoder, xavier_init
 
 
 class MomentDETR(GroundingModel):
@@ -22,8 +24,13 @@ class MomentDETR(GroundingModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         d = cfg.hidden
-        self.encoder = TransformerEncoder(cfg.enc_layers, d, cfg.heads, cfg.ff, cfg.dropout)
-        self.decoder = TransformerDecoder(cfg.dec_layers, d, cfg.heads, cfg.ff, cfg.dropout)
+        self.encoder = TransformerEncoder(
+            cfg.enc_layers, d, cfg.heads, cfg.ff, cfg.dropout, "relu"
+        )
+        self.decoder = TransformerDecoder(
+            cfg.dec_layers, d, cfg.heads, cfg.ff, cfg.dropout, "relu"
+        )
+        xavier_init(self.encoder, self.decoder)
         self.query_pos = nn.Embedding(cfg.num_queries, d)
         self.span_head = MLP(d, d, 2, 3)
         self.saliency_head = nn.Linear(d, 1)
@@ -36,6 +43,7 @@ class MomentDETR(GroundingModel):
         text: Tensor,
         text_pos: Tensor,
         text_mask: Tensor,
+        groups: tuple[int, ...],
     ) -> EncodedRows:
         clips = video.shape[1]
         src = torch.cat((video, text), dim=1)

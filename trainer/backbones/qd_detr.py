@@ -1,9 +1,16 @@
-"""QD-DETR (Moon et al., 2023): query-dependent video representations.
+"""QD-DETR (Moon et al., 2023), module for module as ``qd_detr/model.py`` + ``transformer.py``.
 
-Video clips first attend to the text tokens (text-to-video cross-attention), a learned global
-token is prepended, and a transformer encoder mixes them. The saliency of clip t is
-<proj_v(memory_t), proj_g(memory_global)> / sqrt(d), so it depends on the query. A DAB-style
-decoder with learned 2-d anchors, refined per layer, reads the video memory.
+Video clips first attend to the text tokens (``text_to_video``: enc_layers layers), a learned
+global token is prepended, and a post-norm transformer encoder mixes global token and clips.
+The saliency of clip t is <proj_v(memory_t), proj_g(memory_global)> / sqrt(d), so it depends
+on the query. The decoder (``negforge.trainer.anchor_decoder``) refines one anchor span per
+moment query; the span of layer i is sigmoid(span_head(h_i) + logit(anchor_i)). Every
+feed-forward of the transformer uses a learned PReLU; its matrices are Xavier-initialised.
+
+The one deliberate difference is the text-to-video padding mask (``t2v_mask``): the
+original lays it out head-major, which gives one sample's mask to another's heads when
+padding differs across the batch; ``batch_major`` (default) is the correct layout and
+``head_major`` reproduces the original for parity checks.
 """
 
 from __future__ import annotations
@@ -13,14 +20,50 @@ import math
 import torch
 from torch import Tensor, nn
 
+from negforge.trainer.anchor_decoder import AnchorDecoder
 from negforge.trainer.backbones.base import EncodedRows, GroundingModel
 from negforge.trainer.model_config import ModelConfig
 from negforge.trainer.transformer import (
-    AnchorDecoder,
-    CrossAttentionLayer,
+    MLP,
+    TextToVideoLayer,
     TransformerEncoder,
+    head_major_t2v_mask,
     inverse_sigmoid,
+    xavier_init,
 )
+
+
+class TextToVideo(nn.Module):
+    """A stack of :class:`TextToVideoLayer` with the configured padding-mask layout."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.head_major = cfg.t2v_mask == "head_major"
+        self.layers = nn.ModuleList(
+            TextToVideoLayer(cfg.hidden, cfg.heads, cfg.ff, cfg.dropout, "prelu")
+            for _ in range(cfg.text_to_video_layers)
+        )
+
+    def forward(
+        self,
+        clips: Tensor,
+        clip_pos: Tensor,
+        clip_valid: Tensor,
+        text: Tensor,
+        text_pos: Tensor,
+        text_valid: Tensor,
+        groups: tuple[int, ...],
+    ) -> Tensor:
+        text_padding = ~text_valid.to(torch.bool)
+        attn_mask = None
+        if self.head_major:
+            attn_mask = head_major_t2v_mask(
+                ~clip_valid.to(torch.bool), text_padding, self.heads, groups
+            )
+        for layer in self.layers:
+            clips = layer(clips, clip_pos, text, text_pos, text_padding, attn_mask)
+        return clips
 
 
 class QDDETR(GroundingModel):
@@ -29,19 +72,18 @@ class QDDETR(GroundingModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         d = cfg.hidden
-        self.text_to_video = nn.ModuleList(
-            CrossAttentionLayer(d, cfg.heads, cfg.ff, cfg.dropout) for _ in range(cfg.t2v_layers)
+        self.text_to_video = TextToVideo(cfg)
+        self.encoder = TransformerEncoder(
+            cfg.enc_layers, d, cfg.heads, cfg.ff, cfg.dropout, "prelu"
         )
-        self.global_token = nn.Parameter(torch.randn(d) * 0.02)
-        self.global_pos = nn.Parameter(torch.randn(d) * 0.02)
-        self.encoder = TransformerEncoder(cfg.enc_layers, d, cfg.heads, cfg.ff, cfg.dropout)
+        self.decoder = AnchorDecoder(cfg.dec_layers, d, cfg.heads, cfg.ff, cfg.dropout, "prelu")
+        xavier_init(self.text_to_video, self.encoder, self.decoder)
+        self.anchors = nn.Embedding(cfg.num_queries, 2)  # anchor logits, N(0, 1) as QD-DETR
+        self.span_head = MLP(d, d, 2, 3)
         self.saliency_video_proj = nn.Linear(d, d)
         self.saliency_global_proj = nn.Linear(d, d)
-        self.decoder = AnchorDecoder(cfg.dec_layers, d, cfg.heads, cfg.ff, cfg.dropout)
-        # Anchors start spread evenly over the video, each 1/Q wide (logit space).
-        centres = (torch.arange(cfg.num_queries, dtype=torch.float32) + 0.5) / cfg.num_queries
-        widths = torch.full_like(centres, 1.0 / cfg.num_queries)
-        self.anchors = nn.Parameter(inverse_sigmoid(torch.stack((centres, widths), dim=1)))
+        self.global_token = nn.Parameter(torch.randn(d))
+        self.global_pos = nn.Parameter(torch.randn(d))
 
     def encode(
         self,
@@ -51,11 +93,10 @@ class QDDETR(GroundingModel):
         text: Tensor,
         text_pos: Tensor,
         text_mask: Tensor,
+        groups: tuple[int, ...],
     ) -> EncodedRows:
         rows = video.shape[0]
-        text_padding = ~text_mask.to(torch.bool)
-        for layer in self.text_to_video:
-            video = layer(video, video_pos, text, text_pos, text_padding)
+        video = self.text_to_video(video, video_pos, video_mask, text, text_pos, text_mask, groups)
         global_token = self.global_token.to(video.dtype).expand(rows, 1, -1)
         global_pos = self.global_pos.to(video.dtype).expand(rows, 1, -1)
         src = torch.cat((global_token, video), dim=1)
@@ -66,11 +107,14 @@ class QDDETR(GroundingModel):
         saliency = (
             self.saliency_video_proj(video_memory)
             * self.saliency_global_proj(global_memory)[:, None]
-        ).sum(-1)
-        saliency = saliency / math.sqrt(self.cfg.hidden)
+        ).sum(-1) / math.sqrt(self.cfg.hidden)
         return EncodedRows(saliency, video_memory, video_pos, video_mask)
 
     def decode(self, encoded: EncodedRows) -> tuple[Tensor, Tensor]:
         batch = encoded.memory.shape[0]
-        anchors = self.anchors[None].expand(batch, -1, -1)
-        return self.decoder(anchors, encoded.memory, encoded.memory_pos, encoded.memory_valid)
+        anchors = self.anchors.weight[None].expand(batch, -1, -1)
+        hidden, references = self.decoder(
+            anchors, encoded.memory, encoded.memory_pos, encoded.memory_valid
+        )
+        spans = (self.span_head(hidden) + inverse_sigmoid(references)).sigmoid()
+        return hidden, spans
