@@ -13,7 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from negforge.artifacts import DictionaryEntry, MaskedLevel, read_provenance
-from negforge.generation.rank_fill import level_text, sample_top_k
+from negforge.generation.rank_fill import (
+    FUNCTION_LEMMAS,
+    RANK_VERSION,
+    content_entries,
+    level_text,
+    sample_top_k,
+)
 from negforge.generation.validation import render_negative
 from negforge.inflection import FormIndex, inflection_class
 from tests.support.generation_inputs import REPO_ROOT, run_negforge
@@ -55,6 +61,50 @@ def test_candidates_take_the_masked_words_form_where_the_dictionary_has_it() -> 
     assert [f.word for f in forms.candidates("verb", "sitting", "sit")] == ["closing", "holding"]
     assert [f.word for f in forms.candidates("verb", "open", "open")] == ["close"]
     assert forms.candidates("verb", "takes", "take")[0].word == "closes"  # own lemma absent
+
+
+def test_candidates_are_content_words_only() -> None:
+    """No auxiliary, pronoun-like noun, determiner-like adjective, one-letter token or tagging
+    slip is proposed; D keeps them (the random baseline's D is the paper's)."""
+    entries = [
+        entry("verb", "is", "be", 12), entry("verb", "has", "have", 3),
+        entry("verb", "does", "do", 2), entry("verb", "can", "can", 2),
+        entry("verb", "closes", "close", 30), entry("verb", "holds", "hold", 9),
+        entry("verb", "x", "x", 1), entry("verb", "person", "person", 1),
+        entry("noun", "person", "person", 800), entry("noun", "one", "one", 3),
+        entry("noun", "something", "something", 4), entry("noun", "door", "door", 50),
+        entry("noun", "s", "s", 1), entry("noun", "eating", "eating", 3),
+        entry("verb", "eating", "eat", 572),
+        entry("adjective", "other", "other", 21), entry("adjective", "few", "few", 10),
+        entry("adjective", "red", "red", 6), entry("adjective", "open", "open", 47),
+        entry("verb", "open", "open", 208),
+        entry("adverb", "there", "there", 2), entry("adverb", "in", "in", 9),
+        entry("preposition", "in", "in", 851), entry("adverb", "quickly", "quickly", 4),
+    ]  # fmt: skip
+    kept = {(e.type, e.word) for e in content_entries(entries)}
+    assert kept == {
+        ("verb", "closes"), ("verb", "holds"), ("verb", "eating"), ("verb", "open"),
+        ("noun", "person"), ("noun", "door"), ("adjective", "red"), ("adjective", "open"),
+        ("adverb", "quickly"), ("preposition", "in"),
+    }  # fmt: skip
+    forms = FormIndex(content_entries(entries))
+    assert [f.word for f in forms.candidates("verb", "opens", "open")] == ["closes", "holds"]
+    assert [f.word for f in forms.candidates("noun", "window", "window")] == ["person", "door"]
+    assert FormIndex(entries).candidates("verb", "opens", "open")[1].word == "is"  # unfiltered
+
+
+def test_the_fill_method_version_is_part_of_the_run_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import negforge.generation.rank_fill as rank_fill
+    from negforge.generation.config import GenerateConfig
+    from negforge.generation.runner import _run_key
+
+    config = GenerateConfig(llm="local")
+    spec = rank_fill.rank_backend_spec(config)
+    before = _run_key(config, spec, None, ["a", "b"])
+    monkeypatch.setattr(rank_fill, "RANK_VERSION", "rank@test")
+    assert _run_key(config, spec, None, ["a", "b"]) != before
+    free = GenerateConfig(llm="local", local_fill="generate")
+    assert _run_key(free, spec, None, ["a", "b"]) == _run_key(free, spec, None, ["a", "b"])
 
 
 def level(tokens: list[str], masked: list[int]) -> MaskedLevel:
@@ -129,13 +179,15 @@ def test_rank_fill_valid_own_type_inflected_and_independent_of_its_neighbours(
     lemma_of = {(e.type, e.word): e.lemma for kind in ("verb", "noun", "adjective",
                 "preposition", "adverb") for e in index.entries(kind)}  # fmt: skip
     for row in rows:
-        assert row["backend"] == "local" and row["prompt_version"] == "rank@v1"
+        assert row["backend"] == "local" and row["prompt_version"] == RANK_VERSION
         assert row["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
         for fill, word, lemma, kind in zip(row["fills"], row["original_words"],
                                            row["original_lemmas"], row["types"], strict=True):
             assert index.contains(kind, fill), (fill, kind)  # a word of D with the mask's type
             assert fill.lower() not in {word.lower(), lemma.lower()}
             fill_lemma = lemma_of.get((kind, fill.lower()))
+            assert fill_lemma not in FUNCTION_LEMMAS[kind], (row["negative"], fill)
+            assert fill.lower() not in FUNCTION_LEMMAS[kind] and len(fill) > 1
             if kind == "verb" and fill_lemma is not None:
                 assert inflection_class(kind, fill, fill_lemma) == inflection_class(
                     kind, word, lemma

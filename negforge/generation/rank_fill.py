@@ -5,7 +5,10 @@ likelier sentence. For each level, the masks are filled left to right; for mask 
 
 1. **candidates** -- every other lemma of D with the mask's type, in the masked word's
    inflection class where D has that form (``opens`` -> ``closes``, ``sitting`` ->
-   ``standing``; :mod:`negforge.inflection`), never the masked word or its lemma;
+   ``standing``; :mod:`negforge.inflection`), never the masked word or its lemma, and only
+   content words (:func:`content_entries`: no auxiliary, pronoun-like noun, determiner-like
+   adjective, one-letter token or tagging slip, which the model would otherwise prefer:
+   "person closes the refrigerator." -> "person is the one.");
 2. **prefilter** -- the log-probability of each candidate's first token after the sentence
    so far (one logits row the previous step already computed); the best
    ``rank_candidates`` go on (a word already in the sentence, unmasked or filled, is left
@@ -31,12 +34,12 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from negforge.artifacts import MaskedLevel
+from negforge.artifacts import DictionaryEntry, MaskedLevel
 from negforge.generation.client import BackendSpec
 from negforge.generation.config import GenerateConfig
 from negforge.generation.filling import (
@@ -58,8 +61,29 @@ if TYPE_CHECKING:
 
     from negforge.plausibility.gate import PlausibilityGate
 
-#: The fill method's label in the rows' ``prompt_version`` (bump when the method changes).
-RANK_VERSION = "rank@v1"
+#: The fill method's label in the rows' ``prompt_version`` and the run key (bump when the
+#: method changes). v2: candidates are content words only (:func:`content_entries`).
+RANK_VERSION = "rank@v2"
+#: Closed-class lemmas the tagger sometimes gives one of the five types; a language model
+#: ranks them high in almost any slot (they are frequent everywhere), so the rank fill never
+#: proposes them. Verbs: the auxiliaries and modals of Universal Dependencies' English AUX
+#: (a copular ``is`` tagged VERB became 28 % of the verb fills). Nouns: pronoun-like
+#: (``one``, ``something``). Adjectives: determiner-like quantifiers (``other``, ``few``).
+#: Adverbs: the pro-forms ``there`` / ``here``. Prepositions are a closed class already.
+FUNCTION_LEMMAS: dict[str, frozenset[str]] = {
+    "verb": frozenset({"be", "have", "do", "will", "would", "shall", "should", "can",
+                       "could", "may", "might", "must", "ought"}),
+    "noun": frozenset({"one", "self", "other", "lot", "someone", "somebody", "something",
+                       "anyone", "anybody", "anything", "everyone", "everybody", "everything",
+                       "nobody", "nothing", "none"}),
+    "adjective": frozenset({"other", "another", "such", "own", "same", "few", "several",
+                            "many", "much", "more", "most", "less", "least"}),
+    "adverb": frozenset({"there", "here"}),
+    "preposition": frozenset(),
+}
+#: A word that D holds at least this many times more often under another type is a tagging
+#: slip under this one (verb ``person``, adverb ``pillow``, noun ``eating``): not a candidate.
+OTHER_READING_RATIO = 5
 #: Sequences per decode (candidates of several queries' steps share one batch).
 RANK_SEQUENCES = 128
 _NO_SPACE_BEFORE = frozenset({".", ","})
@@ -345,13 +369,41 @@ def rank_backend_spec(config: GenerateConfig) -> BackendSpec:
     )  # fmt: skip
 
 
+def content_entries(entries: Iterable[DictionaryEntry]) -> list[DictionaryEntry]:
+    """The entries of D the rank fill may propose: content words of their type.
+
+    Left out: :data:`FUNCTION_LEMMAS` (by lemma or word), one-letter tokens (``x``, ``s``:
+    tokenizer debris), and a word's reading under a type when D holds it at least
+    :data:`OTHER_READING_RATIO` times as often under another type. D itself keeps them all
+    (the paper's D; the random baseline draws from it unchanged).
+    """
+    listed = list(entries)
+    readings: dict[str, dict[str, int]] = {}
+    for entry in listed:
+        by_type = readings.setdefault(entry.word, {})
+        by_type[entry.type] = by_type.get(entry.type, 0) + entry.count
+    kept: list[DictionaryEntry] = []
+    for entry in listed:
+        closed = FUNCTION_LEMMAS.get(entry.type, frozenset())
+        if entry.lemma in closed or entry.word in closed or len(entry.word) < 2:
+            continue
+        other = max((count for kind, count in readings[entry.word].items()
+                     if kind != entry.type), default=0)  # fmt: skip
+        if other >= OTHER_READING_RATIO * entry.count:
+            continue
+        kept.append(entry)
+    return kept
+
+
 def form_index(dictionary_path: Path) -> FormIndex:
-    """The inflection index of the dictionary artifact D."""
+    """The inflection index of the rank fill's candidates: :func:`content_entries` of D."""
     from negforge.artifacts import PRIMITIVE_TYPES
     from negforge.dictionary import load_dictionary
 
     index = load_dictionary(dictionary_path)
-    return FormIndex(entry for kind in PRIMITIVE_TYPES for entry in index.entries(kind))
+    return FormIndex(content_entries(
+        entry for kind in PRIMITIVE_TYPES for entry in index.entries(kind)
+    ))  # fmt: skip
 
 
 async def run_rank_fill(

@@ -183,6 +183,10 @@ def _run_key(
         "backend": [spec.provider, spec.model, spec.wire_format] if spec else "random",
         "template": template.label if template else None,
     }
+    if config.rank_fill:  # the fill method's version: a changed method is another run
+        from negforge.generation.rank_fill import RANK_VERSION
+
+        document["method"] = RANK_VERSION
     encoded = json.dumps(document, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()
 
