@@ -192,8 +192,10 @@ def test_rank_fill_valid_own_type_inflected_and_independent_of_its_neighbours(
                 assert inflection_class(kind, fill, fill_lemma) == inflection_class(
                     kind, word, lemma
                 ), (row["negative"], word, fill)
-    summary = read_provenance(first).summary
+    provenance = read_provenance(first)
+    summary = provenance.summary
     assert summary["calls"] > 0 and summary["input_tokens"] > 0 and summary["cost_usd"] == 0
+    assert summary["prompt_version"] == provenance.settings["prompt"] == RANK_VERSION
 
 
 @pytest.mark.llama

@@ -513,11 +513,16 @@ def generate_negatives(
 
     meta_backend = "random" if spec is None else spec.provider
     meta_model = "random" if spec is None else spec.model
+    prompt_label = template.label if template else None
+    if config.rank_fill:  # no prompt: the rows' prompt_version names the fill method
+        from negforge.generation.rank_fill import RANK_VERSION
+
+        prompt_label = RANK_VERSION
     summary = _summarise(
         config=config,
         meta_backend=meta_backend,
         meta_model=meta_model,
-        prompt_label=template.label if template else None,
+        prompt_label=prompt_label,
         all_rows=generated_rows,
         queries=len(jobs),
         resumed=len(finished),
@@ -541,7 +546,7 @@ def generate_negatives(
             "backend": meta_backend,
             "model": meta_model,
             "api_base": redact_url(spec.api_base) if spec else None,
-            "prompt": template.label if template else None,
+            "prompt": prompt_label,
             "on_failed": config.on_failed,
             "max_failed": config.max_failed,
         },

@@ -18,9 +18,12 @@ each sequence's arithmetic the same in every batch:
   a batch index divisible by :data:`ALIGN` (8, the AVX2 lane count; attention sums over the
   cells lane by lane, and a sequence starting at another offset puts its cells in other
   lanes), the gaps filled with a throw-away sequence;
-* every decode holds at least :data:`MIN_BATCH_TOKENS` (64) tokens (ggml switches matrix
-  kernels below that) and at most ``n_batch`` (= ``n_ubatch``, so llama.cpp never splits
-  it); flash attention stays off (its kernels depend on the batch size).
+* every decode holds at least :data:`MIN_BATCH_TOKENS` (64) tokens and at most ``n_batch``
+  (= ``n_ubatch``, so llama.cpp never splits it); flash attention stays off (its kernels
+  depend on the batch size). The minimum is a guard against ggml choosing other matrix
+  kernels for small batches: for SmolLM2's Q4_1 weights on this build it changes nothing
+  (``benchmarks/bench_plausibility.py``: a sentence decoded alone in 8-20 tokens scores
+  bit-identically), while a start off the 8-token grid changes NLLs by up to 0.022.
 
 ``tests/test_plausibility.py`` checks that a text scores bit-identically alone and in any
 batch. The price is the padding: about a third more tokens for ten-token queries.
