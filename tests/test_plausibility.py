@@ -154,3 +154,36 @@ def test_the_report_shows_the_plausibility_section(
     rows = pq.read_table(scored).to_pylist()
     worst = max(rows, key=lambda row: row["plausibility_delta"])
     assert f"{worst['plausibility_delta']:+.2f}" in text and worst["negative"] in text
+
+
+def test_a_partitioned_negatives_artifact_scores_like_its_single_file(
+    scored_sample: tuple[Path, Path, Path],
+) -> None:
+    """``--engine ray`` writes negatives as a dataset folder: score-plausibility and report
+    read it (cache hits), with the same scores as the single file."""
+    from negforge.artifacts import Provenance, artifact_sha256, write_artifact
+    from negforge.datasets import DatasetPart, part_name, write_manifest
+
+    negatives, scored, folder = scored_sample
+    table = pq.read_table(negatives)
+    provenance = read_provenance(negatives)
+    dataset = folder / "negatives_parts"
+    dataset.mkdir()
+    parts = []
+    for index, (start, stop) in enumerate([(0, 6), (6, table.num_rows)]):
+        path = write_artifact(dataset / part_name(index), table.slice(start, stop - start),
+                              Provenance.model_validate(provenance.model_dump()))  # fmt: skip
+        parts.append(DatasetPart(name=path.name, rows=stop - start, sha256=artifact_sha256(path)))
+    write_manifest(dataset, provenance, parts)
+    out = folder / "parts.scored.parquet"
+    run_negforge("score-plausibility", dataset, "-o", out, "--cache-dir", folder / "cache",
+                 "--quiet")  # fmt: skip
+    summary = read_provenance(out).summary
+    assert summary["computed"] == 0 and summary["rows"] == table.num_rows
+    assert read_provenance(out).input_sha256 == [artifact_sha256(dataset)]
+    assert pq.read_table(out).column("plausibility_delta").to_pylist() == pq.read_table(
+        scored).column("plausibility_delta").to_pylist()  # fmt: skip
+    markdown = folder / "parts.md"
+    run_negforge("report", dataset, "--no-hierarchy", "-o", folder / "parts.html",
+                 "--markdown", markdown, "--quiet")  # fmt: skip
+    assert "| negatives_parts | all | 12 |" in markdown.read_text()
