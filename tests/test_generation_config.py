@@ -109,3 +109,9 @@ def test_local_gets_its_own_defaults_unless_set():
     assert not GenerateConfig(llm="local", constrain_fills=False).fills_constrained
     remote = GenerateConfig(llm="gpt-4o-mini")
     assert remote.dict_sample == 40 and not remote.fills_constrained
+
+
+def test_batch_is_refused_with_the_rank_fill_only():
+    with pytest.raises(ValidationError, match="batch makes no sense with the rank fill"):
+        GenerateConfig(llm="local", batch=True)
+    assert GenerateConfig(llm="local", local_fill="generate", batch=True).batch
