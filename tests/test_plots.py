@@ -184,7 +184,17 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("saliency")
     synth = root / "synth"
-    generate(synth, SynthConfig(train_videos=12, test_videos=4, novel_videos=4, seed=5))
+    generate(
+        synth,
+        SynthConfig(
+            train_videos=12,
+            val_videos=0,
+            test_videos=4,
+            novel_videos=4,
+            novel_word_videos=4,
+            seed=5,
+        ),
+    )
     paths = {}
     for name, shine in (("shine", True), ("baseline", False)):
         cfg = build_config(

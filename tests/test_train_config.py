@@ -149,7 +149,12 @@ def test_missing_features_exit_2_naming_the_video(tmp_path):
     from negforge.trainer.synth import SynthConfig, generate
 
     data = tmp_path / "synth"
-    generate(data, SynthConfig(train_videos=6, test_videos=2, novel_videos=2))
+    generate(
+        data,
+        SynthConfig(
+            train_videos=6, val_videos=2, test_videos=2, novel_videos=2, novel_word_videos=2
+        ),
+    )
     (data / "video_feats" / "TR00003.npy").unlink()
     command = [
         sys.executable,
@@ -184,7 +189,7 @@ def test_missing_features_exit_2_naming_the_video(tmp_path):
         ],
     )
     assert skipped.exit_code == 0, skipped.output[-2000:]
-    assert "skipped 2 queries (missing: 1 videos" in skipped.output
+    assert "skipped 3 queries (missing: 1 videos" in skipped.output
 
 
 def test_train_without_inputs_is_a_config_error(tmp_path):

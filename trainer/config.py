@@ -269,6 +269,15 @@ def _resolve_relative(section: dict[str, Any], root: Path) -> None:
         section["eval"] = resolved
 
 
+def resolve_data_paths(overrides: dict[str, Any], root: str | Path) -> dict[str, Any]:
+    """Dotted overrides whose relative data paths (``data.train``, ``data.eval``,
+    ``data.video_feats``, ``data.text_feats``) are made relative to ``root``, as inside a
+    YAML config file in ``root``."""
+    section = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("data.")}
+    _resolve_relative(section, Path(root))
+    return {**overrides, **{f"data.{k}": v for k, v in section.items()}}
+
+
 def build_config(
     *,
     preset: str | None = None,

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "local_llm_commands",
     "plausibility_commands",
     "train_commands",
+    "sweep_commands",
     "report_commands",
 )
 for _module in _COMMAND_MODULES:

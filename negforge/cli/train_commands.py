@@ -407,24 +407,72 @@ def featurize_command(
 @app.command("synth")
 def synth_command(
     output: Path = typer.Option(..., "-o", "--output", help="folder for the benchmark"),
-    train_videos: int = typer.Option(200, "--train-videos", help="2 queries per video"),
-    test_videos: int = typer.Option(60, "--test-videos", help="2 queries per video"),
-    novel_videos: int = typer.Option(40, "--novel-videos", help="1 novel-composition query each"),
+    train_videos: int = typer.Option(150, "--train-videos", help="every event queried"),
+    val_videos: int = typer.Option(40, "--val-videos", help="val: selects checkpoints"),
+    test_videos: int = typer.Option(100, "--test-videos", help="test_trivial: anchor queried"),
+    novel_videos: int = typer.Option(100, "--novel-videos", help="novel_composition videos"),
+    novel_word_videos: int = typer.Option(100, "--novel-word-videos", help="0: no novel_word"),
+    verbs: int = typer.Option(8, "--verbs", help="seen verbs"),
+    nouns: int = typer.Option(8, "--nouns", help="seen nouns"),
+    novel_verbs: int = typer.Option(2, "--novel-verbs", help="verbs only in novel_word"),
+    novel_nouns: int = typer.Option(2, "--novel-nouns", help="nouns only in novel_word"),
+    held_out_pairs: int = typer.Option(8, "--held-out-pairs", help="verb-noun pairs not in train"),
+    distractors: int = typer.Option(
+        2, "--distractors", help="0-2 events sharing the anchor's verb, then its noun"
+    ),
+    extra_events: int = typer.Option(0, "--extra-events", help="unrelated events per video"),
+    pair_skew: float = typer.Option(
+        0.5, "--pair-skew", help="share of events drawn as a word's preferred partner"
+    ),
+    latent_dim: int = typer.Option(6, "--latent-dim", help="dimensions of a word's meaning"),
+    word_noise: float = typer.Option(
+        0.3, "--word-noise", help="word-specific part of a signature (not predictable from text)"
+    ),
+    interaction: float = typer.Option(0.5, "--interaction", help="weight of the verb x noun term"),
+    signal: float = typer.Option(3.0, "--signal", help="strength of an event's signature"),
+    noise: float = typer.Option(0.5, "--noise", help="clip noise"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Write a small synthetic compositional grounding benchmark (train in < 2 min on CPU)."""
+    """Write a synthetic compositional grounding benchmark (train in a few minutes on CPU)."""
+    from pydantic import ValidationError
+
     from negforge.trainer.synth import SynthConfig, generate
 
+    settings = {k: v for k, v in locals().items() if k != "output"}
+    try:
+        config = SynthConfig.model_validate(settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise ConfigError(f"synth: {where}: {first['msg']}") from exc
     check_output(output, folder=True)
-    report = generate(
-        output,
-        SynthConfig(
-            train_videos=train_videos, test_videos=test_videos, novel_videos=novel_videos, seed=seed
-        ),
-    )
+    report = generate(output, config)
     sizes = ", ".join(f"{k} {v}" for k, v in report.queries.items())
     typer.echo(f"wrote {report.videos} videos ({sizes} queries) to {report.output}")
     typer.echo(
         f"train: negforge train --backbone qd_detr --config {report.train_config} "
         f"-o {Path(report.output) / 'run'}"
     )
+
+
+@app.command("synth-negatives")
+def synth_negatives_command(
+    benchmark: Path = typer.Argument(..., metavar="BENCH", help="a `negforge synth` folder"),
+    negatives: Path = typer.Argument(
+        ..., metavar="NEGATIVES", help="negatives artifact (.parquet) or SHINE jsonl"
+    ),
+    name: str = typer.Option(..., "--name", help="name of this negative source (e.g. random)"),
+) -> None:
+    """Text features of pipeline negatives for a synth benchmark, and a train config for them."""
+    from negforge.trainer.synth import featurize_negatives
+
+    report = featurize_negatives(benchmark, negatives, name)
+    typer.echo(
+        f"wrote {report.negatives} negative features ({report.queries} queries) to {report.output}"
+    )
+    if report.unknown_words:
+        typer.echo(
+            f"words outside the vocabulary (fixed random vectors): "
+            f"{', '.join(report.unknown_words[:20])}"
+        )
+    typer.echo(f"train: negforge train --config {report.train_config} -o RUN")
