@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from negforge.errors import InputError
-from negforge.reporting.run_plot import plot_run, read_run_log, write_run_plot
+from negforge.reporting.run_plot import (
+    Selection,
+    plot_run,
+    read_run_log,
+    read_selection,
+    run_figure,
+    write_run_plot,
+)
 from negforge.reporting.saliency_plot import SaliencyCurves, SaliencyExample, plot_saliency
 from tests.support.png import assert_valid_png, png_size
 
@@ -64,7 +71,9 @@ def test_run_log_reads_blank_cells_as_missing(tmp_path: Path) -> None:
 def test_run_plot_is_a_png_of_its_size(tmp_path: Path) -> None:
     write_metrics_csv(tmp_path / "run" / "metrics.csv")
     out = write_run_plot(tmp_path / "run", tmp_path / "curves.png")
-    assert_valid_png(out.read_bytes(), (2000, 860))
+    # 820 px + 20 px per legend row: 2 under the loss panels (cr, fr), 2 under the metric
+    # panels (three splits in two columns).
+    assert_valid_png(out.read_bytes(), (2000, 900))
 
 
 def test_run_plot_reads_the_trainers_own_csv_writer(tmp_path: Path) -> None:
@@ -81,7 +90,7 @@ def test_run_plot_reads_the_trainers_own_csv_writer(tmp_path: Path) -> None:
     assert log.splits == ["val"]
     assert math.isnan(log.columns["val/mIoU"][1])
     assert log.columns["val/mIoU"][2] == 22.5
-    assert_valid_png(plot_run(log), (2000, 860))
+    assert_valid_png(plot_run(log), (2000, 860))  # one legend row in each panel row
 
 
 def test_bad_metrics_csv_names_line_and_column(tmp_path: Path) -> None:
@@ -107,7 +116,65 @@ def test_plot_run_command(tmp_path: Path) -> None:
     out = tmp_path / "figs" / "curves.png"
     result = CliRunner().invoke(app, ["plot-run", str(tmp_path / "run"), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert png_size(out.read_bytes()) == (2000, 860)
+    assert png_size(out.read_bytes()) == (2000, 900)
+
+
+def test_best_epoch_is_read_from_the_runs_best_checkpoint(tmp_path: Path) -> None:
+    from negforge.trainer.checkpoints import save_checkpoint
+
+    write_metrics_csv(tmp_path / "run" / "metrics.csv")
+    assert read_selection(tmp_path / "run") is None  # no best.pt: nothing is starred
+    state = {"format": "negforge-checkpoint/2", "best_epoch": 6, "select_on": "val",
+             "select_metric": "R1@0.7"}  # fmt: skip
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", state)
+    assert read_selection(tmp_path / "run") == Selection(6, "val", "R1@0.7")
+    assert read_selection(tmp_path / "run" / "metrics.csv") == Selection(6, "val", "R1@0.7")
+
+
+def test_every_split_is_starred_at_the_val_selected_epoch(tmp_path: Path) -> None:
+    """Not at each test split's own best: the test splits here keep improving after the
+    selected epoch 6 (their own best is epoch 12)."""
+    log = read_run_log(write_metrics_csv(tmp_path / "metrics.csv"))
+    figure = run_figure(log, selection=Selection(6, "val", "mIoU"))
+    metric_axes = [ax for ax in figure.axes if "per split" in ax.get_title()]
+    assert len(metric_axes) == 4
+    for ax in metric_axes:
+        stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
+        assert len(stars) == len(SPLITS)
+        assert all(list(star.get_xdata()) == [6] for star in stars)
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels[0].startswith("val: ") and len(labels) == len(SPLITS)
+        assert "epoch 6" in ax.get_title()
+    assert "selected on val/mIoU" in figure._suptitle.get_text()  # type: ignore[union-attr]
+
+
+def test_legends_are_outside_every_panel(tmp_path: Path) -> None:
+    """A legend never overlaps the data area of any panel (its own or a neighbour's)."""
+    path = tmp_path / "metrics.csv"
+    write_metrics_csv(path)
+    # Many loss parts (aux layers, L_fr terms) make tall legends.
+    rows = list(csv.DictReader(path.open()))
+    for row in rows:
+        for layer in range(3):
+            for term in ("span", "giou", "label", "saliency"):
+                row[f"train/loss_{term}_{layer}"] = "0.5"
+        for term in ("loss_fr_0", "loss_fr_1", "loss_fr_2", "loss_fr_3", "loss_giou"):
+            row[f"train/{term}"] = "0.3"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    figure = run_figure(read_run_log(path), selection=Selection(6, "val", "mIoU"))
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    panels = [ax for ax in figure.axes if ax.get_legend() is not None]
+    assert len(panels) == 8
+    boxes = [ax.get_window_extent(renderer) for ax in figure.axes]
+    for ax in panels:
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert legend.y0 >= 0 and legend.y1 <= figure.bbox.height  # inside the figure
+        for box in boxes:
+            assert not legend.overlaps(box), (ax.get_title(), legend, box)
 
 
 def _curve(length: int, peak: int, height: float) -> list[float]:

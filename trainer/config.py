@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from negforge.errors import ConfigError, InputError
+from negforge.trainer.loggers import LogBackend
 from negforge.trainer.model_config import Backbone, LossConfig, ModelConfig
 
 PresetName = Literal["charades_cg", "anet_cg"]
@@ -158,6 +159,11 @@ class TrainConfig(BaseModel):
         None, ge=1, description="stop after N evaluations without improvement"
     )
     progress: bool = Field(True, description="show a progress bar")
+    log: LogBackend = Field(
+        "tensorboard",
+        description="experiment tracker besides metrics.csv: tensorboard (RUN_DIR/tb), "
+        "wandb (offline unless WANDB_MODE is set), mlflow (RUN_DIR/mlruns) or none",
+    )
     cpu_threads: int | None = Field(
         None, ge=1, description="torch CPU threads (default: torch's choice)"
     )

@@ -17,7 +17,7 @@ from negforge.trainer import evaluation
 from negforge.trainer.dataset import Batch, GroundingDataset
 from negforge.trainer.evaluation import Postprocess, Prediction, SplitMetrics
 from negforge.trainer.prediction import predict
-from negforge.trainer.run_log import RunPrinter, loss_summary
+from negforge.trainer.run_log import RunPrinter
 from negforge.trainer.runtime import Runtime, autocast, mean_over_processes
 
 
@@ -53,7 +53,7 @@ def train_one_epoch(
     sums: dict[str, float] = {}
     count = 0
     with printer.progress() as bar:
-        task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=len(loader), losses="")
+        task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=len(loader), losses={})
         for step, cpu_batch in enumerate(loader):
             batch: Batch = cpu_batch.to(runtime.device)
             with autocast(runtime.device, bf16):
@@ -74,9 +74,7 @@ def train_one_epoch(
             count += size
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) * size
-            bar.update(
-                task, advance=1, losses=loss_summary({k: v / count for k, v in sums.items()})
-            )
+            bar.update(task, advance=1, losses={k: v / count for k, v in sums.items()})
     return mean_over_processes(sums, count, runtime)
 
 

@@ -40,6 +40,7 @@ from negforge.trainer.data import MissingReport
 from negforge.trainer.dataset import Collator, Item
 from negforge.trainer.engine import evaluate, train_one_epoch
 from negforge.trainer.evaluation import SplitMetrics, metric_row
+from negforge.trainer.loggers import RunLogger, check_backend, open_logger
 from negforge.trainer.run_data import (
     RunData,
     data_loader,
@@ -108,6 +109,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> Tra
             update={
                 "device": cfg.device,
                 "progress": cfg.progress,
+                "log": cfg.log,
                 "optim": saved.optim.model_copy(update={"epochs": cfg.optim.epochs}),
                 "data": saved.data.model_copy(update={"num_workers": cfg.data.num_workers}),
             }
@@ -120,6 +122,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> Tra
     cfg = cfg.with_absolute_paths()
     if cfg.select_on != VALIDATION_SPLIT and cfg.select_on not in {s.name for s in cfg.data.eval}:
         raise ConfigError(f"--select-on {cfg.select_on}: no evaluation split has that name")
+    check_backend(cfg.log)
     if cfg.cpu_threads is not None:
         torch.set_num_threads(cfg.cpu_threads)
     runtime = setup_runtime(cfg.device)
@@ -216,76 +219,87 @@ def _train(
     )
     use_bf16 = cfg.bf16 and runtime.device.type == "cuda"
     epochs_run = 0
-    for epoch in range(progress.start_epoch, cfg.optim.epochs):
-        sampler.set_epoch(epoch)
-        collator.epoch = epoch
-        lr = optimizer.param_groups[0]["lr"]
-        losses = train_one_epoch(
-            model,
-            criterion,
-            loader,
-            optimizer,
-            runtime=runtime,
-            epoch=epoch,
-            epochs=cfg.optim.epochs,
-            grad_clip=cfg.optim.grad_clip,
-            bf16=use_bf16,
-            hard_negatives=hard,
-            inbatch=uses_inbatch_negative(cfg),
-            printer=printer,
-        )
-        scheduler.step()
-        epochs_run += 1
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **loss_columns(losses)}
-        evaluate_now = (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.optim.epochs - 1
-        improved = False
-        if evaluate_now and runtime.is_main:
-            results = evaluate(
-                unwrap(model),
-                data.evals,
-                batch_size=cfg.optim.batch_size,
-                device=runtime.device,
+    logger: RunLogger = open_logger(
+        cfg.log,
+        run_dir,
+        config=cfg.model_dump(mode="json"),
+        is_main=runtime.is_main,
+        start_epoch=progress.start_epoch,
+    )
+    try:
+        for epoch in range(progress.start_epoch, cfg.optim.epochs):
+            sampler.set_epoch(epoch)
+            collator.epoch = epoch
+            lr = optimizer.param_groups[0]["lr"]
+            losses = train_one_epoch(
+                model,
+                criterion,
+                loader,
+                optimizer,
+                runtime=runtime,
+                epoch=epoch,
+                epochs=cfg.optim.epochs,
+                grad_clip=cfg.optim.grad_clip,
                 bf16=use_bf16,
-                postprocess_mode=cfg.postprocess,
+                hard_negatives=hard,
+                inbatch=uses_inbatch_negative(cfg),
+                printer=printer,
             )
-            split_metrics = {name: r[0] for name, r in results.items()}
-            row.update(metric_row(split_metrics))
-            if cfg.select_on in split_metrics:
-                value = _selection_value(split_metrics[cfg.select_on], cfg.select_metric)
-            else:  # no validation part: the latest evaluation is the best
-                value = float(epoch)
-            improved = progress.record(value, epoch)
-        progress.history.append(row)
-        stop = (
-            cfg.patience is not None
-            and progress.stale >= cfg.patience
-            and evaluate_now
-            and runtime.is_main
-        )
-        if runtime.is_main:
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "config": cfg.model_dump(mode="json"),
-                "best_metric": progress.best_metric,
-                "best_epoch": progress.best_epoch,
-                "select_on": cfg.select_on,
-                "select_metric": cfg.select_metric,
-                "stale": progress.stale,
-                "history": progress.history,
-                "rng": rng_state(),
-            }
-            if improved:
-                save_checkpoint(best_path, state)
-            save_checkpoint(last_path, state)
-            write_metrics_csv(run_dir / "metrics.csv", progress.history)
-            printer.print(epoch_line(row, cfg, improved))
-        if main_process_decides(stop, runtime):
-            printer.print(f"stopping: no improvement in {cfg.patience} evaluations")
-            break
+            scheduler.step()
+            epochs_run += 1
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **loss_columns(losses)}
+            evaluate_now = (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.optim.epochs - 1
+            improved = False
+            if evaluate_now and runtime.is_main:
+                results = evaluate(
+                    unwrap(model),
+                    data.evals,
+                    batch_size=cfg.optim.batch_size,
+                    device=runtime.device,
+                    bf16=use_bf16,
+                    postprocess_mode=cfg.postprocess,
+                )
+                split_metrics = {name: r[0] for name, r in results.items()}
+                row.update(metric_row(split_metrics))
+                if cfg.select_on in split_metrics:
+                    value = _selection_value(split_metrics[cfg.select_on], cfg.select_metric)
+                else:  # no validation part: the latest evaluation is the best
+                    value = float(epoch)
+                improved = progress.record(value, epoch)
+            progress.history.append(row)
+            stop = (
+                cfg.patience is not None
+                and progress.stale >= cfg.patience
+                and evaluate_now
+                and runtime.is_main
+            )
+            if runtime.is_main:
+                state = {
+                    "format": CHECKPOINT_FORMAT,
+                    "model": unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "config": cfg.model_dump(mode="json"),
+                    "best_metric": progress.best_metric,
+                    "best_epoch": progress.best_epoch,
+                    "select_on": cfg.select_on,
+                    "select_metric": cfg.select_metric,
+                    "stale": progress.stale,
+                    "history": progress.history,
+                    "rng": rng_state(),
+                }
+                if improved:
+                    save_checkpoint(best_path, state)
+                save_checkpoint(last_path, state)
+                write_metrics_csv(run_dir / "metrics.csv", progress.history)
+                logger.log(row, step=epoch + 1)
+                printer.print(epoch_line(row, cfg, improved))
+            if main_process_decides(stop, runtime):
+                printer.print(f"stopping: no improvement in {cfg.patience} evaluations")
+                break
+    finally:
+        logger.close()
 
     final: dict[str, SplitMetrics] = {}
     if runtime.is_main and best_path.is_file() and data.evals:

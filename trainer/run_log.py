@@ -10,9 +10,21 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from negforge.atomic import atomic_write_text
 from negforge.trainer.config import TrainConfig
@@ -46,12 +58,25 @@ def loss_columns(losses: dict[str, float]) -> dict[str, float]:
     return {f"train/{name}": losses[name] for name in sorted(losses, key=order)}
 
 
-def loss_summary(losses: dict[str, float], limit: int = 6) -> str:
-    """The total and the first parts (no per-layer or per-term parts), for the progress bar."""
-    main = [k for k in losses if k == "loss"] + [
-        k for k in losses if k != "loss" and not k[-1].isdigit()
+#: Progress-line order: the total, SHINE's terms, the span and class terms; then the rest.
+_SUMMARY_FIRST = ("loss", "loss_cr", "loss_fr", "loss_span", "loss_giou", "loss_label")
+
+
+def loss_summary(losses: dict[str, float], width: int | None = None) -> str:
+    """The total, then the main parts (no per-layer or per-term parts), as ``name value``
+    pairs (``loss_`` dropped): as many whole pairs as fit in ``width`` characters (all of
+    them when ``width`` is None), never a cut one."""
+    main = [k for k in _SUMMARY_FIRST if k in losses] + [
+        k for k in losses if k not in _SUMMARY_FIRST and not k[-1].isdigit()
     ]
-    return " ".join(f"{k.removeprefix('loss_') or 'loss'} {losses[k]:.3f}" for k in main[:limit])
+    text = ""
+    for key in main:
+        pair = f"{key.removeprefix('loss_') or 'loss'} {losses[key]:.3f}"
+        candidate = f"{text} {pair}" if text else pair
+        if width is not None and len(candidate) > width:
+            break
+        text = candidate
+    return text
 
 
 def epoch_line(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> str:
@@ -80,25 +105,42 @@ class RunPrinter:
         if self.enabled:
             self.console.print(text, markup=False, soft_wrap=True)
 
-    def progress(self) -> Any:
-        """A rich ``Progress`` (hidden unless enabled) with a ``losses`` field per task."""
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def progress(self) -> Progress:
+        """A rich ``Progress`` (hidden unless enabled) with a ``losses`` dict per task.
+
+        The line fits the terminal: below 100 columns the bar is short and the elapsed time
+        is left out; the losses show as many whole ``name value`` pairs as the width left.
+        """
+        narrow = self.console.width < 100
+        bar_width = 10 if narrow else 30
+        times: list[ProgressColumn] = [] if narrow else [TimeElapsedColumn()]
+        times.append(TimeRemainingColumn())
+
+        def used(task: Task) -> int:
+            """Characters the other columns and the gaps between all columns take."""
+            count = f"{int(task.total or 0)}"
+            fixed = len(task.description) + bar_width + 2 * len(count) + 1 + 8 * len(times)
+            return fixed + (3 + len(times))  # one space between columns
 
         return Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=bar_width),
             MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[losses]}"),
+            *times,
+            LossColumn(lambda task: self.console.width - used(task)),
             console=self.console,
             disable=not self.progress_enabled,
             transient=True,
         )
+
+
+class LossColumn(ProgressColumn):
+    """``loss 1.234 span 0.123 ...`` from the task's ``losses`` field: the whole pairs that
+    fit in ``width(task)`` characters."""
+
+    def __init__(self, width: Callable[[Task], int]) -> None:
+        super().__init__()
+        self.width = width
+
+    def render(self, task: Task) -> Text:
+        return Text(loss_summary(task.fields.get("losses", {}), max(0, self.width(task))))

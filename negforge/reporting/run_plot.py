@@ -21,9 +21,11 @@ from negforge.reporting.charts import PALETTE, figure_png, new_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 METRICS = ("R1@0.5", "R1@0.7", "mIoU", "mAP")
-WIDTH, HEIGHT = 2000, 860
+WIDTH, HEIGHT = 2000, 820
+LEGEND_ROW_PX = 20  # the figure grows by this per legend row under a panel
 #: The SHINE terms of Eq. 5 and L_cr's two constraints (paper Sec. 3.3).
 SHINE_TERMS = frozenset({"cr", "fr", "inter", "intra"})
 _SUB_TERM = re.compile(r"^(?P<base>.+)_(?P<index>\d+)$")
@@ -127,6 +129,54 @@ def _not_logged(ax: Axes) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The epoch of a run's ``best.pt`` and what chose it (``select_on`` / ``select_metric``)."""
+
+    epoch: int
+    split: str
+    metric: str
+
+    def describe(self, log: RunLog) -> str:
+        if f"{self.split}/{self.metric}" in log.columns:
+            return f"epoch {self.epoch}, selected on {self.split}/{self.metric}"
+        return f"epoch {self.epoch} (best.pt: the last evaluated epoch)"
+
+
+def read_selection(run: str | Path) -> Selection | None:
+    """The selection recorded in ``RUN_DIR/checkpoints/best.pt``; None without one."""
+    run = Path(run)
+    best = (run if run.is_dir() else run.parent) / "checkpoints" / "best.pt"
+    if not best.is_file():
+        return None
+    from negforge.trainer.checkpoints import read_checkpoint
+
+    state = read_checkpoint(best)
+    if state.get("best_epoch") is None:
+        return None
+    return Selection(
+        int(state["best_epoch"]),
+        str(state.get("select_on", "val")),
+        str(state.get("select_metric", "mIoU")),
+    )
+
+
+def _legend_below(ax: Axes, columns: int, **kwargs: object) -> None:
+    """A legend under the axes (outside it, so it never covers a curve)."""
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.1),
+        fontsize=8,
+        frameon=False,
+        ncol=columns,
+        **kwargs,
+    )
+
+
+def _legend_columns(entries: int) -> int:
+    return 1 if entries <= 2 else 2 if entries <= 6 else 3
+
+
 def _plot_losses(ax: Axes, log: RunLog, columns: list[str], title: str) -> None:
     """One line per loss column; log scale when the values span over 50x."""
     for index, column in enumerate(columns):
@@ -144,7 +194,7 @@ def _plot_losses(ax: Axes, log: RunLog, columns: list[str], title: str) -> None:
         ax.set_yscale("log")
     ax.set_title(title, fontsize=11)
     if columns:
-        ax.legend(fontsize=8, frameon=False, ncol=2 if len(columns) > 6 else 1)
+        _legend_below(ax, _legend_columns(len(columns)))
     else:
         _not_logged(ax)
 
@@ -166,59 +216,84 @@ def _plot_total(ax: Axes, log: RunLog) -> None:
         rate.set_yscale("log")
     rate.tick_params(axis="y", colors=LR_COLOUR)
     lines = ax.get_lines() + rate.get_lines()
-    ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, frameon=False)
+    _legend_below(ax, 2, handles=lines, labels=[str(line.get_label()) for line in lines])
 
 
-def plot_run(log: RunLog, title: str | None = None) -> bytes:
+def _plot_metric(ax: Axes, log: RunLog, metric: str, selection: Selection | None) -> None:
+    """Every split's curve; with a selection, a vertical line at its epoch and a star on each
+    split's value there (the numbers of best.pt)."""
+    drawn = False
+    for index, split in enumerate(log.splits):
+        column = f"{split}/{metric}"
+        if column not in log.columns:
+            continue
+        xs, ys = _points(log.epochs, log.columns[column])
+        if not xs:
+            continue
+        drawn = True
+        colour = PALETTE[index % len(PALETTE)]
+        label = split
+        if selection is not None and selection.epoch in xs:
+            value = ys[xs.index(selection.epoch)]
+            label = f"{split}: {value:.2f}"
+            ax.plot([selection.epoch], [value], "*", ms=12, color=colour, mec="white", mew=0.6)
+        ax.plot(xs, ys, "-o", ms=3, lw=1.5, color=colour, label=label)
+    if not drawn:
+        ax.set_title(f"{metric} per split", fontsize=11)
+        _not_logged(ax)
+        return
+    if selection is not None:
+        ax.axvline(selection.epoch, color="#555555", lw=1.0, ls="--", zorder=0)
+        ax.set_title(f"{metric} per split (★ best.pt, epoch {selection.epoch})", fontsize=11)
+    else:
+        ax.set_title(f"{metric} per split", fontsize=11)
+    _legend_below(ax, _legend_columns(len(ax.get_lines())))
+
+
+def plot_run(log: RunLog, title: str | None = None, selection: Selection | None = None) -> bytes:
+    """The figure of :func:`run_figure` as PNG bytes."""
+    return figure_png(run_figure(log, title, selection))
+
+
+def run_figure(log: RunLog, title: str | None = None, selection: Selection | None = None) -> Figure:
     """A 2 x 4 grid: total loss + lr, SHINE / base / sub loss terms, and R1@0.5 / R1@0.7 /
-    mIoU / mAP per split."""
+    mIoU / mAP per split, each split starred at the ``selection`` epoch (best.pt's, chosen on
+    val) -- not at its own best. Legends sit under their panels; the figure grows with them."""
     from matplotlib.ticker import MaxNLocator
 
-    figure = new_figure(WIDTH, HEIGHT)
-    axes = figure.subplots(2, 4)
     groups = log.loss_groups()
-    _plot_total(axes[0][0], log)
     shine = [c for c in groups["shine"] if c != "train/loss"]
+    loss_panels = [shine, groups["base"], groups["sub"]]
+    loss_rows = max(math.ceil(len(c) / _legend_columns(len(c))) for c in loss_panels)
+    split_rows = math.ceil(len(log.splits) / _legend_columns(len(log.splits)))
+    figure = new_figure(WIDTH, HEIGHT + LEGEND_ROW_PX * (max(loss_rows, 1) + max(split_rows, 1)))
+    figure.set_layout_engine("constrained")
+    axes = figure.subplots(2, 4)
+    _plot_total(axes[0][0], log)
     _plot_losses(axes[0][1], log, shine, "SHINE terms (L_cr, L_fr)")
     _plot_losses(axes[0][2], log, groups["base"], "Base terms (L_base)")
     _plot_losses(axes[0][3], log, groups["sub"], "Sub-terms (L_fr constraints, aux. layers)")
-    splits = log.splits
     for ax, metric in zip(axes[1], METRICS, strict=True):
-        drawn = False
-        for index, split in enumerate(splits):
-            column = f"{split}/{metric}"
-            if column not in log.columns:
-                continue
-            xs, ys = _points(log.epochs, log.columns[column])
-            if not xs:
-                continue
-            drawn = True
-            colour = PALETTE[index % len(PALETTE)]
-            best = max(range(len(ys)), key=lambda i: ys[i])
-            label = f"{split} (best {ys[best]:.2f} @ {xs[best]:g})"
-            ax.plot(xs, ys, "-o", ms=3, lw=1.5, color=colour, label=label)
-            ax.plot([xs[best]], [ys[best]], "*", ms=12, color=colour, mec="white", mew=0.6)
-        ax.set_title(f"{metric} per split (★ best)", fontsize=11)
-        if drawn:
-            ax.legend(fontsize=8, frameon=False, loc="best")
-        else:
-            _not_logged(ax)
+        _plot_metric(ax, log, metric, selection)
     for ax in axes.flat:
         if not ax.lines:
             continue  # a "not logged" panel
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    figure.suptitle(title or f"Training run: {log.path.parent.name}", fontsize=13)
-    figure.subplots_adjust(left=0.04, right=0.975, top=0.91, bottom=0.07, hspace=0.35, wspace=0.25)
-    return figure_png(figure)
+    heading = title or f"Training run: {log.path.parent.name}"
+    if selection is not None:
+        heading += f"  (★ best.pt: {selection.describe(log)})"
+    figure.suptitle(heading, fontsize=13)
+    return figure
 
 
 def write_run_plot(run: str | Path, output: str | Path, title: str | None = None) -> Path:
-    """Plot a run's curves into ``output`` (PNG, written atomically)."""
+    """Plot a run's curves into ``output`` (PNG, written atomically), best.pt's epoch starred
+    when the run folder has one."""
     from negforge.atomic import atomic_path
 
-    png = plot_run(read_run_log(run), title)
+    png = plot_run(read_run_log(run), title, read_selection(run))
     output = Path(output)
     with atomic_path(output) as tmp:
         tmp.write_bytes(png)
