@@ -165,7 +165,7 @@ def _legend_below(ax: Axes, columns: int, **kwargs: object) -> None:
     """A legend under the axes (outside it, so it never covers a curve)."""
     ax.legend(
         loc="upper center",
-        bbox_to_anchor=(0.5, -0.1),
+        bbox_to_anchor=(0.5, -0.13),
         fontsize=8,
         frameon=False,
         ncol=columns,
@@ -222,7 +222,7 @@ def _plot_total(ax: Axes, log: RunLog) -> None:
 def _plot_metric(ax: Axes, log: RunLog, metric: str, selection: Selection | None) -> None:
     """Every split's curve; with a selection, a vertical line at its epoch and a star on each
     split's value there (the numbers of best.pt)."""
-    drawn = False
+    drawn = 0
     for index, split in enumerate(log.splits):
         column = f"{split}/{metric}"
         if column not in log.columns:
@@ -230,7 +230,7 @@ def _plot_metric(ax: Axes, log: RunLog, metric: str, selection: Selection | None
         xs, ys = _points(log.epochs, log.columns[column])
         if not xs:
             continue
-        drawn = True
+        drawn += 1
         colour = PALETTE[index % len(PALETTE)]
         label = split
         if selection is not None and selection.epoch in xs:
@@ -247,7 +247,7 @@ def _plot_metric(ax: Axes, log: RunLog, metric: str, selection: Selection | None
         ax.set_title(f"{metric} per split (★ best.pt, epoch {selection.epoch})", fontsize=11)
     else:
         ax.set_title(f"{metric} per split", fontsize=11)
-    _legend_below(ax, _legend_columns(len(ax.get_lines())))
+    _legend_below(ax, _legend_columns(drawn))
 
 
 def plot_run(log: RunLog, title: str | None = None, selection: Selection | None = None) -> bytes:
