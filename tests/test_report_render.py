@@ -260,7 +260,7 @@ def test_report_rejects_a_non_negatives_artifact(tmp_path: Path) -> None:
     dictionary = write_dictionary(tmp_path / "dict.parquet")
     with pytest.raises(InputError, match="expected a negatives artifact"):
         load_negatives(dictionary)
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="file not found"):
         load_negatives(tmp_path / "missing.parquet")
 
 
