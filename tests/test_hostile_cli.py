@@ -697,8 +697,8 @@ def test_build_dict_artifact_and_summary_appear_together(base: BaseInputs, tmp_p
     before = snapshot(tmp_path)
     result = call_cli("build-dict", d / "queries.jsonl", "-o", full / "D.parquet",
                       cache=base.cache)  # fmt: skip
-    # the artifact was written; its summary did not fit: so neither is there
-    assert_clean_failure(result, Expected([], full / "D.parquet.summary.txt", "disk full"))
+    # the artifact was written; its provenance sidecar and summary did not fit: so none is there
+    assert_clean_failure(result, Expected([], full / "D.parquet.provenance.json", "disk full"))
     assert snapshot(tmp_path) == before  # no artifact without its summary, no temp file
 
 

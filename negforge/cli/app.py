@@ -13,12 +13,14 @@ import typer
 from typer.core import TyperGroup
 
 from negforge.cli.failures import report_failure
+from negforge.progress import silence_third_party
 
 
 class NegforgeGroup(TyperGroup):
     """The command group: runs a command and reports its expected failures."""
 
     def invoke(self, ctx: Any) -> Any:
+        silence_third_party()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException, SystemExit):

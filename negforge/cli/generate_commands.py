@@ -175,7 +175,10 @@ def generate_command(
         )
         raise ConfigError(f"invalid generate options: {problems}") from exc
     if dry_run:
-        estimate = estimate_generation(masked, dictionary, config)
+        from negforge.progress import StepProgress
+
+        with StepProgress("generate --dry-run: reading and estimating", quiet=quiet):
+            estimate = estimate_generation(masked, dictionary, config)
         for line in estimate.lines():
             typer.echo(line)
         return

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from negforge.cli.app import app
+from negforge.progress import StepProgress
 
 _ON_ERROR_HELP = (
     "raise: stop at the first bad row (exit 2); "
@@ -30,6 +31,10 @@ _ALLOW_EMPTY_HELP = "accept an input without (valid) rows (by default an error)"
 
 def _allow_empty_option() -> Any:
     return typer.Option(False, "--allow-empty", help=_ALLOW_EMPTY_HELP)
+
+
+def _quiet_option() -> Any:
+    return typer.Option(False, "--quiet", "-q", help="no progress display")
 
 
 def _check_on_error(value: str) -> str:
@@ -101,15 +106,17 @@ def mask_command(
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     allow_empty: bool = _allow_empty_option(),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Progressively mask every query (SPEC-masking.md) into a masked artifact."""
     from negforge.masking import mask_file
 
-    result = mask_file(
-        input_path, output, preset=preset, ratios=ratios, exclude_types=exclude_types,
-        spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split, cache_dir=cache_dir,
-        allow_empty=allow_empty,
-    )
+    with StepProgress(f"mask: parsing and masking {input_path.name}", quiet=quiet):
+        result = mask_file(
+            input_path, output, preset=preset, ratios=ratios, exclude_types=exclude_types,
+            spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
+            cache_dir=cache_dir, allow_empty=allow_empty,
+        )
     extra = []
     if result.unmaskable:
         extra.append(f"{len(result.unmaskable)} queries with nothing to mask left out")
@@ -150,14 +157,16 @@ def build_dict_command(
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     allow_empty: bool = _allow_empty_option(),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Build the POS dictionary D (verbs, nouns, adjectives, prepositions, adverbs + counts)."""
     from negforge.dictionary import build_dictionary
 
-    result = build_dictionary(
-        inputs, output, spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
-        cache_dir=cache_dir, allow_empty=allow_empty,
-    )
+    with StepProgress("build-dict: parsing the training queries", quiet=quiet):
+        result = build_dictionary(
+            inputs, output, spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
+            cache_dir=cache_dir, allow_empty=allow_empty,
+        )
     sizes = ", ".join(f"{n} {kind}s" for kind, n in result.per_type.items())
     skipped = f"; {result.bad_rows} bad rows skipped" if result.bad_rows else ""
     typer.echo(
@@ -203,15 +212,17 @@ def import_negatives_command(
                                  callback=_check_on_error),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     allow_empty: bool = _allow_empty_option(),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Turn a released SHINE training file (GPT-3.5 negatives) into a negatives artifact."""
     from negforge.export import import_negatives
 
-    result = import_negatives(
-        shine_jsonl, output, model=model, preset=preset, dictionary=dictionary,
-        spacy_model=spacy_model, on_error=on_error, cache_dir=cache_dir,
-        allow_empty=allow_empty,
-    )
+    with StepProgress(f"import-negatives: aligning {shine_jsonl.name}", quiet=quiet):
+        result = import_negatives(
+            shine_jsonl, output, model=model, preset=preset, dictionary=dictionary,
+            spacy_model=spacy_model, on_error=on_error, cache_dir=cache_dir,
+            allow_empty=allow_empty,
+        )
     typer.echo(
         f"imported {result.queries} queries -> {result.rows} negatives in {output} "
         f"({result.valid_rows} valid; {result.unaligned_levels} levels aligned by template)"

@@ -384,20 +384,23 @@ def featurize_command(
         help="float32 or float16",
         callback=_check_choice(("float32", "float16")),
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Token-level text features of queries and hard negatives, in one HDF5 file."""
+    from negforge.progress import StepProgress
     from negforge.trainer.featurize import featurize
 
     check_output(output, inputs=queries)
-    report = featurize(
-        queries,
-        output,
-        encoder=text_encoder,
-        model_path=model_path,
-        device=device,
-        batch_size=batch_size,
-        dtype=dtype,
-    )
+    with StepProgress(f"featurize: encoding with {text_encoder}", quiet=quiet):
+        report = featurize(
+            queries,
+            output,
+            encoder=text_encoder,
+            model_path=model_path,
+            device=device,
+            batch_size=batch_size,
+            dtype=dtype,
+        )
     typer.echo(
         f"wrote {report.keys} features ({report.queries} queries, {report.negatives} negatives, "
         f"{report.dim}-d, {report.encoder}) to {report.output}"
