@@ -11,6 +11,7 @@ from negforge.generation import prompts
 from negforge.generation.answers import parse_answer, strip_code_fence
 from negforge.generation.sampling import FrozenDictionary, sample_dictionary
 from tests.support.masked_levels import toy_dictionary, toy_levels
+from tests.support.require import require_module
 
 
 def _render(seed: int = 0, query: int = 0, per_type: int = 3):
@@ -141,6 +142,6 @@ def test_local_requests_constrain_every_fill_and_compile_to_a_grammar():
     _, phrases = request(constrain_fills=False, allow_phrases=True)
     assert phrases is not None
     assert "pattern" not in phrases["schema"]["properties"]["level_1"]["items"]
-    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    llama_grammar = require_module("llama_cpp.llama_grammar", "requirements/llama.txt")
     for fmt in (response_format, free):
         assert llama_grammar.json_schema_to_gbnf(json.dumps(fmt["schema"]))

@@ -17,7 +17,7 @@ from negforge.artifacts import (
     write_artifact,
 )
 from negforge.dictionary import DictionaryIndex
-from negforge.generation.validation import render_tokens
+from negforge.template import render
 
 #: word -> (type, lemma) of the toy vocabulary below.
 VOCAB: dict[str, tuple[str, str]] = {
@@ -68,8 +68,7 @@ def make_level(
     ratio: float = 0.25,
 ) -> MaskedLevel:
     """One masked level of a query given as tokens, masking ``positions`` (priority order)."""
-    masked = set(positions)
-    text = render_tokens(list(tokens))
+    text = render(tokens)
     return MaskedLevel(
         qid=qid,
         query=text,
@@ -83,9 +82,7 @@ def make_level(
         original_words=[tokens[p] for p in positions],
         original_lemmas=[_lemma(tokens[p]) for p in positions],
         types=[VOCAB.get(tokens[p].lower(), ("noun", ""))[0] for p in positions],
-        masked_query=render_tokens(
-            ["<mask>" if i in masked else tok for i, tok in enumerate(tokens)]
-        ),
+        masked_query=render(tokens, positions),
     )
 
 
