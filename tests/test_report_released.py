@@ -94,7 +94,7 @@ def released_levels(source: Path) -> list[tuple[str, int, str, list[str] | None]
     return out
 
 
-def located(masked: str, fills: list[str]) -> list[str | None]:
+def located_words(masked: str, fills: list[str]) -> list[str | None]:
     """Fills readable without guessing: a lone mask, or a run of adjacent masks that got one
     word each (docs/reporting.md); empty fills are not located."""
     runs: list[list[int]] = []
@@ -201,7 +201,7 @@ def test_released_dictionary_figures_and_the_spec_definitions(
         if found is None or len(found) != len(row.original_words):
             continue
         for fill, original, kind in zip(
-            located(masked, found), row.original_words, row.types, strict=True
+            located_words(masked, found), row.original_words, row.types, strict=True
         ):
             if fill is not None and fill.lower() != original.lower():
                 changed += 1
