@@ -98,15 +98,16 @@ def test_parse_answer_tolerates_fences_and_reports_problems():
 
 
 def test_constrained_schema_lists_the_allowed_words_per_mask():
-    levels = toy_levels()[0]  # masks: verb, then noun, then adjective
+    levels = toy_levels()[0]  # level 3, left to right: opens (verb), red (adj.), door (noun)
+    assert levels[2].types == ["verb", "adjective", "noun"]
     choices = {"verb": ["closes", "holds"], "noun": ["cup"], "adjective": []}
     schema = prompts.response_schema(levels, choices)
     level3 = schema["properties"]["level_3"]
     assert "items" not in level3 and level3["minItems"] == level3["maxItems"] == 3
     assert level3["prefixItems"] == [
         {"type": "string", "enum": ["closes", "holds"]},
-        {"type": "string", "enum": ["cup"]},
         {"type": "string"},  # no words of that type: left free
+        {"type": "string", "enum": ["cup"]},
     ]
 
 

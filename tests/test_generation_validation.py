@@ -24,7 +24,7 @@ def test_render_negative_follows_the_masking_rule(levels):
 
 
 def test_valid_fills_pass(levels):
-    results = v.validate_query(levels, [["closes"], ["holds", "window"], ["washes", "cup", "old"]])
+    results = v.validate_query(levels, [["closes"], ["holds", "window"], ["washes", "old", "cup"]])
     assert [r.valid for r in results] == [True, True, True]
     assert all(r.reasons == [] for r in results)
     assert results[2].negative == "person washes the old cup slowly."

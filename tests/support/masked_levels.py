@@ -67,7 +67,11 @@ def make_level(
     *,
     ratio: float = 0.25,
 ) -> MaskedLevel:
-    """One masked level of a query given as tokens, masking ``positions`` (priority order)."""
+    """One masked level of a query given as tokens, masking ``positions``.
+
+    The masks are listed left to right, as the mask stage writes them.
+    """
+    positions = sorted(positions)
     text = render(tokens)
     return MaskedLevel(
         qid=qid,
@@ -88,7 +92,8 @@ def make_level(
 
 def query_levels(qid: str, tokens: Sequence[str], priority: Sequence[int],
                  counts: Sequence[int] = (1, 2, 3)) -> list[MaskedLevel]:  # fmt: skip
-    """Nested levels: level j masks the first ``counts[j-1]`` positions of ``priority``."""
+    """Nested levels: level j masks the first ``counts[j-1]`` positions of ``priority``
+    (listed left to right)."""
     return [
         make_level(qid, tokens, list(priority[:k]), j, ratio=0.25 * j)
         for j, k in enumerate(counts, start=1)
