@@ -93,8 +93,10 @@ class MaskedLevel(QueryFields):
     masked_query: str  # rendered with <mask> (SPEC-masking.md rule 7)
 
 
-class NegativeRow(MaskedLevel):
-    """A masked level filled in by a backend: one hard negative query."""
+class GeneratedFields(BaseModel):
+    """What a generation run adds to a masked level: a negatives row's own columns."""
+
+    model_config = ConfigDict(extra="forbid")
 
     negative: str | None  # None when the row was dropped as invalid
     fills: list[str]  # one fill per masked position, same order
@@ -108,6 +110,20 @@ class NegativeRow(MaskedLevel):
     prompt_version: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+class GeneratedLevel(GeneratedFields):
+    """The generated fields of one level of a query, as a generation run makes and journals them."""
+
+    level: int = Field(ge=1)
+
+
+class NegativeRow(GeneratedFields, MaskedLevel):
+    """A masked level filled in by a backend: one hard negative query.
+
+    Its columns are the masked level's, then the generated fields (pydantic lays out the
+    fields of the bases in reverse MRO order: :class:`MaskedLevel`'s come first).
+    """
 
 
 class ScoredNegativeRow(NegativeRow):

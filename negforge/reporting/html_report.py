@@ -11,7 +11,6 @@ import base64
 import html
 from collections.abc import Sequence
 
-from negforge.generation.validation import MASK
 from negforge.reporting.charts import (
     ChartImage,
     fill_distribution_chart,
@@ -33,6 +32,7 @@ from negforge.reporting.tables import (
     replacements_table,
     types_table,
 )
+from negforge.template import MASK
 
 _STYLE = """
 :root { --ink: #1d2330; --muted: #5b6476; --line: #d9dee7; --bg: #f6f7fa; --accent: #0072B2; }
