@@ -331,7 +331,8 @@ def _run_unknown_stage_setting(d: Path) -> Expected:
     path = pipeline(d, "stages:\n  - {stage: read}\n  - {stage: build-dict}\n"
                        "  - {stage: mask}\n  - {stage: generate}\n")
     return Expected(["run", str(path), "--set", "generate.temprature=0.5", "--output-dir",
-                     str(d / "o")], path, "unknown key 'temprature'; closest: temperature")  # fmt: skip
+                     str(d / "o")], path,
+                    "unknown key 'temprature'; closest: temperature")  # fmt: skip
 
 
 def _run_set_stage_value_not_yaml(d: Path) -> Expected:

@@ -110,7 +110,9 @@ class GenerateConfig(BaseModel):
     require_dict_words: bool = Field(
         default=False, description="every fill must be a dictionary word of its type"
     )
-    concurrency: int = Field(default=16, ge=1, description="requests in flight (local: 1)")
+    concurrency: int = Field(
+        default=16, ge=1, description="requests in flight (local: 16 rank fill, 1 generate)"
+    )
     rpm: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="requests per minute"
     )
