@@ -52,8 +52,8 @@ def test_the_read_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_plain_types_and_choices() -> None:
-    for command in COMMANDS:
-        text = _help(command)
+    for command in ["", *COMMANDS]:
+        text = _help(*[command] if command else [])
         assert not re.search(r"<(bool|str|int|float|path|list\[|int range|float range)", text), (
             command, text)  # fmt: skip
     train = _help("train")

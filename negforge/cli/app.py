@@ -56,10 +56,16 @@ class NegforgeGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _plain_types(self)
         for name, command in self.commands.items():
             _plain_types(command)
             command.epilog = command.epilog or epilog(name)
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)  # typer adds the completion options late
+        for param in params:
+            if param.metavar is None:
+                param.metavar = plain_metavar(param)
+        return params
 
     def invoke(self, ctx: Any) -> Any:
         try:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from rich.markup import escape
 
-from negforge.overrides import Assignment, check_key, parse_assignment, section_model
+from negforge.overrides import Assignment, check_key, leaf_fields, parse_assignment
 
 #: The option every config-taking command has.
 SET_OPTION = "--set"
@@ -96,21 +96,19 @@ def _option(model: type[BaseModel], flag: ConfigFlag) -> inspect.Parameter:
 def all_flags(
     model: type[BaseModel],
     *,
-    skip: Sequence[str] = (),
     renamed: dict[str, str] | None = None,
     panels: dict[str, str | None] | None = None,
     repeat: Sequence[str] = (),
 ) -> list[ConfigFlag]:
-    """A flag for every leaf of ``model`` but ``skip``: ``--<last part>`` where that is
+    """A flag for every leaf of ``model``: ``--<last part>`` where that is
     unique, else ``--<whole-dotted-name>``; ``renamed`` gives nicer names, ``panels`` maps a
     key prefix (``"loss.shine."``) to its help panel (the longest prefix wins)."""
     renamed = renamed or {}
     panels = panels or {}
-    leaves = _leaves(model)
-    keys = [k for k in leaves if k not in skip]
+    leaves = leaf_fields(model)
     lasts = [k.rsplit(".", 1)[-1] for k in leaves]
-    flags = []
-    for key in keys:
+    flags: list[ConfigFlag] = []
+    for key in leaves:
         last = key.rsplit(".", 1)[-1]
         name = renamed.get(key) or (last if lasts.count(last) == 1 else key.replace(".", "-"))
         name = name.replace("_", "-")
@@ -128,17 +126,6 @@ def switches(key: str, on: str, off: str, *, panel: str | None = None) -> list[C
     a ``--x/--no-x`` pair would need a third column, which cuts names at 80 columns."""
     return [ConfigFlag(key, (on,), panel=panel, sets=True),
             ConfigFlag(key, (off,), panel=panel, sets=False, help="turns the setting above off")]
-
-
-def _leaves(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo]:
-    leaves: dict[str, FieldInfo] = {}
-    for name, info in model.model_fields.items():
-        nested = section_model(info.annotation)
-        if nested is not None:
-            leaves.update(_leaves(nested, f"{prefix}{name}."))
-        else:
-            leaves[f"{prefix}{name}"] = info
-    return leaves
 
 
 def with_config_options(
