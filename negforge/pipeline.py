@@ -34,8 +34,8 @@ none of its queries failed: a rerun retries them); ``force`` reruns everything.
 Built-in variables: ``${sample_data}`` (the bundled sample folder), ``${pipeline_dir}`` (the
 folder of the pipeline file). Relative paths are relative to the working directory.
 Command-line overrides: ``--set VAR=VALUE`` (a variable or ``spacy_model``),
-``--set STAGE.KEY=VALUE`` (a stage setting; VALUE is read as YAML) and
-``--input NAME=PATH``.
+``--set STAGE.KEY=VALUE`` (a stage setting, checked and read as YAML by
+:mod:`negforge.overrides`) and ``--input NAME=PATH``.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from negforge.errors import (
     PipelineError,
     describe_os_error,
 )
+from negforge.overrides import check_key, parse_assignment
 
 StageKind = Literal["read", "build-dict", "mask", "generate", "export"]
 
@@ -289,6 +290,19 @@ _DEFAULT_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
 _DEFAULTS_TO_INPUT = {("read", "input"), ("build-dict", "inputs"), ("mask", "input")}
 
 
+def _check_stage_setting(stage: dict[str, Any], setting: str, source: str) -> None:
+    """``--set STAGE.KEY=...`` names a setting of the stage's kind (else the closest names)."""
+    models: dict[Any, type[BaseModel]] = {"read": ReadStage, "build-dict": BuildDictStage,
+                                          "mask": MaskStage, "export": ExportStage}  # fmt: skip
+    if stage.get("stage") == "generate":
+        if setting.split(".")[0] not in GenerateStage.model_fields:
+            from negforge.generation.config import GenerateConfig
+
+            check_key(GenerateConfig, setting, source)
+    elif stage.get("stage") in models:
+        check_key(models[stage.get("stage")], setting, source)
+
+
 def _parse_assignment(text: str, flag: str, path: Path) -> tuple[str, str]:
     key, _, value = text.partition("=")
     if "=" not in text or not key.strip():
@@ -407,10 +421,11 @@ def load_spec(
                 raise PipelineError(f"--set {item}: no stage named {stage_name!r} "
                                     f"(stages: {', '.join(map(str, known))})", path=path)
             try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError as exc:
-                raise PipelineError(f"--set {item}: the value is not YAML ({exc})",
-                                    path=path) from exc  # fmt: skip
+                parsed = parse_assignment(item).value
+                for target in targets:
+                    _check_stage_setting(target, setting, f"--set {item}")
+            except ConfigError as exc:
+                raise PipelineError(str(exc), path=path) from exc
             for target in targets:
                 target[setting] = parsed
         elif key == "spacy_model":

@@ -10,6 +10,7 @@ and finally writes the negatives artifact atomically with the run summary in its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -25,8 +26,9 @@ from pydantic import TypeAdapter, ValidationError
 from negforge.artifacts import (
     ARROW_SCHEMAS,
     SCHEMA_VERSIONS,
+    GeneratedFields,
+    GeneratedLevel,
     MaskedLevel,
-    NegativeRow,
     PrimitiveType,
     Provenance,
     artifact_sha256,
@@ -59,6 +61,7 @@ from negforge.generation.progress import RunProgress
 from negforge.generation.prompts import PromptTemplate, level_key, load_template
 from negforge.generation.ratelimit import RateLimiter
 from negforge.generation.sampling import FrozenDictionary
+from negforge.query_view import by_query
 
 if TYPE_CHECKING:
     from negforge.plausibility.gate import PlausibilityGate
@@ -75,9 +78,8 @@ Filler = RandomFiller | LLMFiller
 
 
 #: The fields a generation run adds to a masked row (NegativeRow minus MaskedLevel).
-GENERATED_FIELDS: tuple[str, ...] = tuple(
-    name for name in NegativeRow.model_fields if name not in MaskedLevel.model_fields
-)
+GENERATED_FIELDS: tuple[str, ...] = tuple(GeneratedFields.model_fields)
+_GENERATED_LEVELS: TypeAdapter[list[GeneratedLevel]] = TypeAdapter(list[GeneratedLevel])
 _MASKED_SCHEMA = ARROW_SCHEMAS["masked"]
 _LEVELS: TypeAdapter[list[MaskedLevel]] = TypeAdapter(list[MaskedLevel])
 
@@ -132,22 +134,15 @@ def read_masked(masked_path: Path) -> MaskedInput:
         index = int(error["loc"][0])
         field = ".".join(str(part) for part in error["loc"][1:])
         raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
-    jobs: dict[str, QueryJob] = {}
-    for index, level in enumerate(levels):
+    queries = by_query(levels)
+    repeated = min((i for query in queries for i in query.repeated()), default=None)
+    for index, level in enumerate(levels):  # rows in file order: the first error is reported
         _check_level(level, masked_path, index + 1)
-        job = jobs.get(level.qid)
-        if job is None:
-            job = jobs[level.qid] = QueryJob(qid=level.qid, levels=[], row_indices=[])
-        if any(existing.level == level.level for existing in job.levels):
+        if index == repeated:
             raise InputError(f"query {level.qid} has level {level.level} twice",
                              path=masked_path, line=index + 1, field="level")  # fmt: skip
-        job.levels.append(level)
-        job.row_indices.append(index)
-    for job in jobs.values():
-        order = sorted(range(len(job.levels)), key=lambda i: job.levels[i].level)
-        job.levels = [job.levels[i] for i in order]
-        job.row_indices = [job.row_indices[i] for i in order]
-    return MaskedInput(table=table, provenance=provenance, jobs=list(jobs.values()))
+    jobs = [QueryJob(qid=q.qid, levels=q.rows, row_indices=q.indices) for q in queries]
+    return MaskedInput(table=table, provenance=provenance, jobs=jobs)
 
 
 def load_jobs(masked_path: Path) -> tuple[list[QueryJob], Provenance]:
@@ -191,9 +186,18 @@ def _run_key(
     return hashlib.sha256(encoded).hexdigest()
 
 
+def _journalled_rows(entries: dict[str, dict[str, Any]]) -> dict[str, list[GeneratedLevel]]:
+    """The rows of the journal's finished queries (an entry that does not validate is redone)."""
+    out: dict[str, list[GeneratedLevel]] = {}
+    for qid, entry in entries.items():
+        with contextlib.suppress(ValidationError):
+            out[qid] = _GENERATED_LEVELS.validate_python(entry.get("rows"))
+    return out
+
+
 def _finished_rows_of_output(
     output_path: Path, run_key: str
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, list[GeneratedLevel]]:
     """Queries a finished artifact of the same run holds (those without backend errors)."""
     if not output_path.exists():
         return {}
@@ -202,17 +206,19 @@ def _finished_rows_of_output(
         if provenance.kind != "negatives" or getattr(provenance, "run_key", None) != run_key:
             return {}
         table, _ = read_artifact(output_path, "negatives")
-    except (NegforgeError, OSError, ValueError):
+        generated = ["level", *GENERATED_FIELDS]
+        by_qid = {
+            query.qid: _GENERATED_LEVELS.validate_python(
+                [{name: row[name] for name in generated} for row in query.rows]
+            )
+            for query in by_query(table.select(["qid", *generated]).to_pylist())
+        }
+    except (NegforgeError, OSError, ValueError):  # ValueError: pydantic's ValidationError too
         return {}
-    generated = ["level", *GENERATED_FIELDS]
-    by_qid: dict[str, dict[str, Any]] = {}
-    for row in table.select(["qid", *generated]).to_pylist():
-        entry = by_qid.setdefault(row["qid"], {"qid": row["qid"], "rows": []})
-        entry["rows"].append({name: row[name] for name in generated})
     return {
-        qid: entry
-        for qid, entry in by_qid.items()
-        if not any(BACKEND_ERROR in row["invalid_reasons"] for row in entry["rows"])
+        qid: rows
+        for qid, rows in by_qid.items()
+        if not any(BACKEND_ERROR in row.invalid_reasons for row in rows)
     }
 
 
@@ -258,7 +264,7 @@ def _summarise(
     meta_backend: str,
     meta_model: str,
     prompt_label: str | None,
-    all_rows: Sequence[dict[str, Any]],
+    all_rows: Sequence[GeneratedLevel],
     queries: int,
     resumed: int,
     outcomes: Sequence[QueryOutcome],
@@ -267,10 +273,10 @@ def _summarise(
     cache_failure: str | None = None,
 ) -> GenerationSummary:
     generated_rows = [row for outcome in outcomes for row in outcome.rows]
-    invalid = [row for row in generated_rows if not row["valid"] or row["fallback"] is not None]
+    invalid = [row for row in generated_rows if not row.valid or row.fallback is not None]
     reasons: dict[str, int] = {}
     for row in invalid:
-        for code in row["invalid_reasons"]:
+        for code in row.invalid_reasons:
             reasons[code] = reasons.get(code, 0) + 1
     input_tokens = sum(outcome.input_tokens for outcome in outcomes)
     output_tokens = sum(outcome.output_tokens for outcome in outcomes)
@@ -286,8 +292,8 @@ def _summarise(
         cache_hits=sum(outcome.cache_hits for outcome in outcomes),
         retries=sum(outcome.retries for outcome in outcomes),
         reasks=sum(outcome.reasks for outcome in outcomes),
-        fallbacks=sum(1 for row in generated_rows if row["fallback"] is not None),
-        dropped=sum(1 for row in generated_rows if row["negative"] is None),
+        fallbacks=sum(1 for row in generated_rows if row.fallback is not None),
+        dropped=sum(1 for row in generated_rows if row.negative is None),
         failed_queries=sum(1 for outcome in outcomes if outcome.failed),
         failed_rows=sum(len(outcome.rows) for outcome in outcomes if outcome.failed),
         on_failed=config.on_failed,
@@ -295,7 +301,7 @@ def _summarise(
         cache_failure=cache_failure,
         invalid_rows=len(invalid),
         invalid_rate=len(invalid) / len(generated_rows) if generated_rows else 0.0,
-        valid_rows=sum(1 for row in all_rows if row["valid"]),
+        valid_rows=sum(1 for row in all_rows if row.valid),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cost_usd=cost_usd(price_model, input_tokens, output_tokens),
@@ -410,7 +416,7 @@ def generate_negatives(
     run_key = _run_key(config, spec, template, input_hashes)
 
     wanted = {job.qid for job in jobs}
-    finished: dict[str, dict[str, Any]] = {}
+    finished: dict[str, list[GeneratedLevel]] = {}
     if config.resume:
         finished.update(_finished_rows_of_output(output_path, run_key))
     # The cache first: a cache that cannot be opened stops the run before any file is made.
@@ -423,8 +429,8 @@ def generate_negatives(
         if cache is not None:
             cache.close()
         raise
-    finished.update(journal.entries)
-    finished = {qid: entry for qid, entry in finished.items() if qid in wanted}
+    finished.update(_journalled_rows(journal.entries))
+    finished = {qid: rows for qid, rows in finished.items() if qid in wanted}
     pending = [job for job in jobs if job.qid not in finished]
     allowed = math.floor(config.max_failed * len(jobs) + 1e-9)
     failed: list[QueryOutcome] = []
@@ -503,11 +509,11 @@ def generate_negatives(
             "--on-failed random|drop to write the artifact with the failed rows flagged",
         ))  # fmt: skip
 
-    by_qid = {outcome.qid: {"rows": outcome.rows} for outcome in outcomes}
+    by_qid = {outcome.qid: outcome.rows for outcome in outcomes}
     by_qid.update(finished)
-    generated_rows: list[dict[str, Any]] = []
+    generated_rows: list[GeneratedLevel] = []
     for job in jobs:
-        generated = {row["level"]: row for row in by_qid[job.qid]["rows"]}
+        generated = {row.level: row for row in by_qid[job.qid]}
         generated_rows.extend(generated[level.level] for level in job.levels)
     table = _negatives_table(masked_input.table, jobs, generated_rows)
 
@@ -569,14 +575,14 @@ def generate_negatives(
 
 
 def _negatives_table(
-    masked: pa.Table, jobs: Sequence[QueryJob], generated_rows: Sequence[dict[str, Any]]
+    masked: pa.Table, jobs: Sequence[QueryJob], generated_rows: Sequence[GeneratedLevel]
 ) -> pa.Table:
     """The masked rows of the jobs (in job and level order) plus the generated columns."""
     indices = pa.array([index for job in jobs for index in job.row_indices], type=pa.int64())
     base = masked.select([field.name for field in _MASKED_SCHEMA]).take(indices)
     schema = ARROW_SCHEMAS["negatives"]
     generated = [
-        pa.array([row[name] for row in generated_rows], type=schema.field(name).type)
+        pa.array([getattr(row, name) for row in generated_rows], type=schema.field(name).type)
         for name in GENERATED_FIELDS
     ]
     return pa.Table.from_arrays([*base.columns, *generated], schema=schema)
