@@ -175,8 +175,8 @@ def _import(backend: str) -> Any:
 def _missing(backend: str) -> ConfigError:
     package = _PACKAGES[backend]
     return ConfigError(
-        f"--log {backend} needs the '{package}' package: pip install 'negforge[{package}]' "
-        f"(or pip install {package}), or pass --log none"
+        f"--log {backend} needs the '{package}' package: pip install {package}, "
+        "or pass --log none"
     )
 
 
