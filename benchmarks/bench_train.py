@@ -253,8 +253,8 @@ def bench_epoch(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------- (d)
-# negforge's previous hand-written Hungarian solver (replaced by scipy's in issue 8), kept
-# here unchanged as the baseline of (d).
+# negforge's previous hand-written Hungarian solver (before scipy's), kept here unchanged as
+# the baseline of (d).
 def _legacy_assign_rows_le_cols(cost: np.ndarray) -> np.ndarray:
     """Column assigned to each row of an (n, m) cost matrix with n <= m (minimum total)."""
     n_rows, n_cols = cost.shape

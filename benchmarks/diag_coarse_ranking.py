@@ -31,9 +31,11 @@ from typing import Any
 import torch
 
 from negforge.trainer.base_losses import build_criterion
+from negforge.trainer.checkpoints import read_checkpoint
 from negforge.trainer.config import build_config
-from negforge.trainer.data import Collator
-from negforge.trainer.engine import load_run_data, read_checkpoint, train
+from negforge.trainer.dataset import Collator
+from negforge.trainer.run import train
+from negforge.trainer.run_data import load_run_data
 from negforge.trainer.shine_losses import coarse_ranking_terms, topk_window_mean
 
 SPAN_PARTS = ("loss_span", "loss_giou", "loss_label")
@@ -151,7 +153,7 @@ def measure(model, criterion, run_criterion, batches, cfg) -> dict[str, float]:
 
 def fixed_batches(cfg, count: int) -> list[Any]:
     data = load_run_data(cfg)
-    collator = Collator(cfg.seed, with_negatives=True)
+    collator = Collator(cfg.seed, levels=data.train.levels)
     items = [data.train[i] for i in range(min(len(data.train), count * 32))]
     return [collator(items[i : i + 32]) for i in range(0, len(items), 32)]
 

@@ -7,6 +7,10 @@ Three artifact kinds flow through the pipeline:
 * ``negatives`` -- one :class:`NegativeRow` per (query, masking level), a masked level plus
   the LLM's fill.
 
+``negforge score-plausibility`` adds two: ``scored_negatives`` (a :class:`ScoredNegativeRow`:
+a negatives row plus its plausibility) and ``scored_queries`` (a :class:`ScoredQueryRow`:
+the fields of a query plus its plausibility).
+
 Every file carries a :class:`Provenance` JSON document under the Parquet metadata key
 ``negforge``. Files are written atomically (temp file, then rename).
 """
@@ -32,10 +36,16 @@ PrimitiveType = Literal["verb", "noun", "adjective", "preposition", "adverb"]
 #: The five primitive types, in the paper's masking priority order.
 PRIMITIVE_TYPES: tuple[PrimitiveType, ...] = ("verb", "noun", "adjective", "preposition", "adverb")
 
-ArtifactKind = Literal["dictionary", "masked", "negatives"]
+ArtifactKind = Literal["dictionary", "masked", "negatives", "scored_negatives", "scored_queries"]
 METADATA_KEY = b"negforge"
 #: Bump when a row schema changes incompatibly.
-SCHEMA_VERSIONS: dict[str, int] = {"dictionary": 1, "masked": 1, "negatives": 1}
+SCHEMA_VERSIONS: dict[str, int] = {
+    "dictionary": 1,
+    "masked": 1,
+    "negatives": 1,
+    "scored_negatives": 1,
+    "scored_queries": 1,
+}
 
 
 class DictionaryEntry(BaseModel):
@@ -91,6 +101,28 @@ class NegativeRow(MaskedLevel):
     output_tokens: int = 0
 
 
+class ScoredNegativeRow(NegativeRow):
+    """A negatives row with its plausibility under a causal LM (``score-plausibility``).
+
+    NLLs are mean negative log-likelihoods per token in nats; None where the row has no
+    negative. ``plausibility_delta = plausibility_nll - plausibility_query_nll``.
+    """
+
+    plausibility_nll: float | None
+    plausibility_tokens: int | None
+    plausibility_query_nll: float
+    plausibility_delta: float | None
+
+
+class ScoredQueryRow(QueryFields):
+    """A query with its plausibility under a causal LM (``score-plausibility``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plausibility_nll: float
+    plausibility_tokens: int
+
+
 class Provenance(BaseModel):
     """Where an artifact came from; stored as JSON in the Parquet file metadata."""
 
@@ -114,6 +146,8 @@ ROW_MODELS: dict[str, type[BaseModel]] = {
     "dictionary": DictionaryEntry,
     "masked": MaskedLevel,
     "negatives": NegativeRow,
+    "scored_negatives": ScoredNegativeRow,
+    "scored_queries": ScoredQueryRow,
 }
 
 _WINDOWS = pa.list_(pa.list_(pa.float64(), 2))
@@ -163,6 +197,24 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+#: The columns ``score-plausibility`` adds to a negatives artifact.
+PLAUSIBILITY_NEGATIVE_FIELDS = [
+    pa.field("plausibility_nll", pa.float64(), nullable=True),
+    pa.field("plausibility_tokens", pa.int32(), nullable=True),
+    pa.field("plausibility_query_nll", pa.float64(), nullable=False),
+    pa.field("plausibility_delta", pa.float64(), nullable=True),
+]
+ARROW_SCHEMAS["scored_negatives"] = pa.schema(
+    [*ARROW_SCHEMAS["negatives"], *PLAUSIBILITY_NEGATIVE_FIELDS]
+)
+ARROW_SCHEMAS["scored_queries"] = pa.schema(
+    [
+        *_QUERY_FIELDS,
+        pa.field("plausibility_nll", pa.float64(), nullable=False),
+        pa.field("plausibility_tokens", pa.int32(), nullable=False),
+    ]
+)
 
 RowT = TypeVar("RowT", bound=BaseModel)
 

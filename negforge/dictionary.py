@@ -10,13 +10,19 @@ How words are counted:
   the five types over all training queries, and the subject rule is a masking-order rule, not
   a word type. So ``person`` is a noun of D; a pronoun subject (``he``, PRON) is not in D;
 * the key is the lower-cased surface form; ``lemma`` is its most frequent (lower-cased) lemma
-  under that type (ties: alphabetical); tokens without a letter (``-``, ``2``) are left out;
+  under that type (ties: alphabetical);
+* D holds only words: letters, with an inner hyphen or apostrophe (``t-shirt``, ``o'clock``).
+  Other tokens of the five types (``.the``, ``a.``, ``blanket/pillow``, ``2``, ``-``) are
+  left out and counted (:attr:`DictionaryCount.dropped`, the summary and the provenance);
+  query texts are normalised before parsing (:func:`negforge.nlp.normalise_text`), so a
+  missing space after a full stop (``door.the``) no longer makes such tokens;
 * rows are ordered by type (priority order), count (descending), then word: deterministic.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,35 +45,44 @@ from negforge.errors import ConfigError
 from negforge.masking import POS_TO_TYPE, Token
 
 SUMMARY_TOP = 15
+#: A word of D: letters (any script), parts joined by one inner hyphen or apostrophe.
+WORD_PATTERN = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*")
+
+
+def is_word(token: str) -> bool:
+    """Whether a token may be a word of D (letters, inner hyphen or apostrophe)."""
+    return WORD_PATTERN.fullmatch(token) is not None
+
+
+@dataclass
+class DictionaryCount:
+    """The entries of D and the tokens of a primitive type left out as non-words."""
+
+    entries: list[DictionaryEntry]
+    dropped: Counter[str]  # lower-cased token -> occurrences
+
+    def dropped_summary(self, top: int = SUMMARY_TOP) -> dict[str, object]:
+        """What was dropped, for the provenance: occurrences, distinct tokens, the top ones."""
+        return {
+            "occurrences": sum(self.dropped.values()),
+            "distinct": len(self.dropped),
+            "top": [[token, count] for token, count in _most_common(self.dropped, top)],
+        }
+
+
+def _most_common(counter: Counter[str], top: int) -> list[tuple[str, int]]:
+    """The most frequent items, ties alphabetical (deterministic, unlike Counter's order)."""
+    return sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:top]
+
+
+def count_dictionary(parsed: Iterable[Sequence[Token]]) -> DictionaryCount:
+    """Dictionary entries of a parsed corpus and the dropped non-words (see module docs)."""
+    return dictionary_from_lemma_counts(lemma_counts(parsed))
 
 
 def count_words(parsed: Iterable[Sequence[Token]]) -> list[DictionaryEntry]:
     """Dictionary entries of a parsed corpus (see the module docstring for the rules)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    lemmas: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    pos_to_type = POS_TO_TYPE
-    for tokens in parsed:
-        for text, pos, _dep, lemma in tokens:
-            kind = pos_to_type.get(pos)
-            if kind is None:
-                continue
-            word = text.lower()
-            key = (kind, word)
-            counts[key] += 1
-            lemmas[key][lemma.lower() or word] += 1
-    rank = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
-    entries = [
-        DictionaryEntry(
-            type=kind,  # type: ignore[arg-type]
-            word=word,
-            lemma=min(lemmas[(kind, word)].items(), key=lambda item: (-item[1], item[0]))[0],
-            count=count,
-        )
-        for (kind, word), count in counts.items()
-        if any(ch.isalpha() for ch in word)
-    ]
-    entries.sort(key=lambda e: (rank[e.type], -e.count, e.word))
-    return entries
+    return count_dictionary(parsed).entries
 
 
 #: ``(type, word, lemma)`` -> occurrences: what one shard contributes to D (a sum reduces).
@@ -77,8 +92,8 @@ LemmaCounts = Counter[tuple[str, str, str]]
 def lemma_counts(parsed: Iterable[Sequence[Token]]) -> LemmaCounts:
     """Partial counts of a parsed shard: ``(type, word, lemma)`` occurrences.
 
-    Summing the counts of every shard and passing them to :func:`entries_from_lemma_counts`
-    gives :func:`count_words` of the whole corpus (the rules of the module docstring).
+    Summing the counts of every shard and passing them to :func:`dictionary_from_lemma_counts`
+    gives :func:`count_dictionary` of the whole corpus (the rules of the module docstring).
     """
     counts: LemmaCounts = Counter()
     pos_to_type = POS_TO_TYPE
@@ -91,26 +106,40 @@ def lemma_counts(parsed: Iterable[Sequence[Token]]) -> LemmaCounts:
     return counts
 
 
-def entries_from_lemma_counts(counts: LemmaCounts) -> list[DictionaryEntry]:
-    """Dictionary entries from (summed) partial counts, ordered as :func:`count_words`."""
+def dictionary_from_lemma_counts(counts: LemmaCounts) -> DictionaryCount:
+    """D from (summed) partial counts: its entries in order and the dropped non-words."""
     totals: Counter[tuple[str, str]] = Counter()
     lemmas: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for (kind, word, lemma), count in counts.items():
         totals[(kind, word)] += count
         lemmas[(kind, word)][lemma] += count
     rank = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
-    entries = [
-        DictionaryEntry(
-            type=kind,  # type: ignore[arg-type]
-            word=word,
-            lemma=min(lemmas[(kind, word)].items(), key=lambda item: (-item[1], item[0]))[0],
-            count=count,
+    entries: list[DictionaryEntry] = []
+    dropped: Counter[str] = Counter()
+    words_ok: dict[str, bool] = {}
+    for (word_type, word), count in totals.items():
+        ok = words_ok.get(word)
+        if ok is None:
+            ok = words_ok[word] = is_word(word)
+        if not ok:
+            dropped[word] += count
+            continue
+        lemma = min(lemmas[(word_type, word)].items(), key=lambda item: (-item[1], item[0]))[0]
+        entries.append(
+            DictionaryEntry(
+                type=word_type,  # type: ignore[arg-type]
+                word=word,
+                lemma=lemma,
+                count=count,
+            )
         )
-        for (kind, word), count in totals.items()
-        if any(ch.isalpha() for ch in word)
-    ]
     entries.sort(key=lambda e: (rank[e.type], -e.count, e.word))
-    return entries
+    return DictionaryCount(entries, dropped)
+
+
+def entries_from_lemma_counts(counts: LemmaCounts) -> list[DictionaryEntry]:
+    """Dictionary entries from (summed) partial counts, ordered as :func:`count_words`."""
+    return dictionary_from_lemma_counts(counts).entries
 
 
 def entries_table(entries: Sequence[DictionaryEntry]) -> pa.Table:
@@ -126,8 +155,13 @@ def entries_table(entries: Sequence[DictionaryEntry]) -> pa.Table:
     )
 
 
-def summary_text(entries: Sequence[DictionaryEntry], top: int = SUMMARY_TOP) -> str:
-    """A short human-readable summary: sizes and the most frequent words of each type."""
+def summary_text(
+    entries: Sequence[DictionaryEntry],
+    top: int = SUMMARY_TOP,
+    dropped: Counter[str] | None = None,
+) -> str:
+    """A short human-readable summary: sizes, the most frequent words of each type, and the
+    tokens left out as non-words (when ``dropped`` is given)."""
     lines = ["# POS dictionary D", ""]
     for kind in PRIMITIVE_TYPES:
         of_type = [e for e in entries if e.type == kind]
@@ -138,6 +172,15 @@ def summary_text(entries: Sequence[DictionaryEntry], top: int = SUMMARY_TOP) -> 
             for e in of_type[:top]
         )
         lines.append(f"  top {min(top, len(of_type))}: {shown}")
+    if dropped is not None:
+        shown = ", ".join(f"{token!r} ({count})" for token, count in _most_common(dropped, top))
+        lines.append("")
+        lines.append(
+            f"dropped (not words: letters, inner hyphen or apostrophe): "
+            f"{sum(dropped.values())} occurrences of {len(dropped)} distinct tokens"
+        )
+        if dropped:
+            lines.append(f"  top {min(top, len(dropped))}: {shown}")
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +201,8 @@ class BuildResult:
     per_type: dict[str, int]
     bad_rows: int
     reports: list[Path]
+    dropped_tokens: int = 0  # occurrences of non-word tokens left out of D
+    dropped_distinct: int = 0
 
 
 def build_dictionary(
@@ -177,7 +222,7 @@ def build_dictionary(
     The artifact, its summary and the bad-row reports are written together (or not at all).
     """
     from negforge.atomic import atomic_files, check_output
-    from negforge.nlp import gc_paused, parse_texts
+    from negforge.nlp import gc_paused, parse_queries
     from negforge.readers import ReadResult, read_queries, report_path
 
     if not inputs:
@@ -199,18 +244,19 @@ def build_dictionary(
         with gc_paused():
             result = read_queries(path, fmt=fmt, split=split, on_error=on_error,
                                   allow_empty=allow_empty)
-            parsed = parse_texts([r.query for r in result.records], spacy_model,
-                                 cache_dir=cache_dir)
+            parsed = parse_queries([r.query for r in result.records], spacy_model,
+                                   cache_dir=cache_dir)
         parsed_all.extend(parsed.tokens)
         model_name, model_version = parsed.model.name, parsed.model.version
         queries += len(result.records)
         bad += len(result.bad_rows)
         results.append(result)
     with gc_paused():
-        entries = count_words(parsed_all)
+        counted = count_dictionary(parsed_all)
+    entries = counted.entries
     per_type = type_sizes(entries)
     provenance = dictionary_provenance(
-        inputs, entries, spacy_model=model_name, spacy_version=model_version,
+        inputs, counted, spacy_model=model_name, spacy_version=model_version,
         settings={"on_error": on_error, "format": fmt, "split": split},
         fingerprint=fingerprint, queries=queries, bad_rows=bad,
     )
@@ -222,8 +268,9 @@ def build_dictionary(
             if report is not None:
                 reports.append(report)
         write_artifact(output, entries_table(entries), provenance, group)
-        group.write_text(summary, summary_text(entries))
-    return BuildResult(output, summary, queries, len(entries), per_type, bad, reports)
+        group.write_text(summary, summary_text(entries, dropped=counted.dropped))
+    return BuildResult(output, summary, queries, len(entries), per_type, bad, reports,
+                       sum(counted.dropped.values()), len(counted.dropped))
 
 
 def type_sizes(entries: Sequence[DictionaryEntry]) -> dict[str, int]:
@@ -233,7 +280,7 @@ def type_sizes(entries: Sequence[DictionaryEntry]) -> dict[str, int]:
 
 def dictionary_provenance(
     inputs: Sequence[str | Path],
-    entries: Sequence[DictionaryEntry],
+    counted: DictionaryCount,
     *,
     spacy_model: str | None,
     spacy_version: str | None,
@@ -243,6 +290,7 @@ def dictionary_provenance(
     bad_rows: int,
 ) -> Provenance:
     """The provenance of a dictionary artifact (whichever engine built it)."""
+    entries = counted.entries
     return Provenance(
         kind="dictionary",
         schema_version=SCHEMA_VERSIONS["dictionary"],
@@ -253,7 +301,7 @@ def dictionary_provenance(
         settings=settings,
         fingerprint=fingerprint,
         summary={"queries": queries, "entries": len(entries), "per_type": type_sizes(entries),
-                 "bad_rows": bad_rows},
+                 "bad_rows": bad_rows, "dropped_non_words": counted.dropped_summary()},
     )
 
 

@@ -381,7 +381,7 @@ def mask_file(
     """Read a query file, parse it once, mask every query, write the masked artifact
     (and its bad-row report, together)."""
     from negforge.atomic import atomic_files, check_output
-    from negforge.nlp import gc_paused, parse_texts
+    from negforge.nlp import gc_paused, parse_queries
     from negforge.readers import read_queries, report_path
 
     chosen = resolve_ratios(preset, ratios)
@@ -391,8 +391,8 @@ def mask_file(
     with gc_paused():
         result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error,
                               allow_empty=allow_empty)
-        parsed = parse_texts([r.query for r in result.records], spacy_model,
-                             cache_dir=cache_dir)
+        parsed = parse_queries([r.query for r in result.records], spacy_model,
+                               cache_dir=cache_dir)
         table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
     provenance = masked_provenance(
         input_path, spacy_model=parsed.model.name, spacy_version=parsed.model.version,

@@ -67,6 +67,24 @@ _LEMMATIZER_MODES = frozenset({"rule", "lookup", "pos_lookup"})
 _RULER_SETS = frozenset({"POS", "LEMMA", "MORPH", "TAG", "DEP"})
 
 
+#: A sentence stop (or comma, semicolon, colon) glued to the next word: ``door.the``,
+#: ``chair .the``.
+_GLUED_STOP = re.compile(r"(?:(?<=[^\W\d_]{2})|\s+)([.!?,;:])(?=[^\W\d_]{2})")
+
+
+def normalise_text(text: str) -> str:
+    """A query text as it is parsed: a missing space after a stop before a word is added.
+
+    ``"closes the door.the person stops."`` -> ``"closes the door. the person stops."``,
+    ``"sits in a chair .the person"`` -> ``"sits in a chair. the person"`` (spaCy keeps
+    ``door.the`` and ``.the`` as single tokens, which then land in D as nouns). Only a stop
+    with at least two letters on each side (or spaces before it) counts, so abbreviations
+    (``e.g.``) stay as they are. The query field of every artifact keeps the original text;
+    its tokens (and the masked query rendered from them) follow the normalised text.
+    """
+    return _GLUED_STOP.sub(r"\1 ", text)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """A resolved spaCy pipeline: what to load and how to name it in provenance."""
@@ -540,6 +558,14 @@ def parse_texts(
     with contextlib.suppress(OSError):  # a read-only cache folder costs a re-parse later
         _write_cache(path, tokens)
     return ParsedCorpus(tokens, info, False, path)
+
+
+def parse_queries(
+    queries: Sequence[str], model: str | None = None, *, cache_dir: str | Path | None = None
+) -> ParsedCorpus:
+    """Parse query texts as D and masking see them: :func:`normalise_text`, then
+    :func:`parse_texts` (both engines, local and Ray, go through here)."""
+    return parse_texts([normalise_text(query) for query in queries], model, cache_dir=cache_dir)
 
 
 def _remember(key: str, tokens: list[list[Token]]) -> None:

@@ -8,9 +8,10 @@ outputs, fingerprints and skip logic; :class:`RayEngine` runs three stage kinds 
   spaCy (one pipeline per worker process, the same parse cache) and emits its partial
   ``(type, word, lemma)`` counts; the global reduce sums them as they stream to the driver
   (D is small; a ``groupby`` shuffle costs ~15 s of fixed overhead on 2 cores for nothing),
-  and the driver turns the sums into D (:func:`negforge.dictionary.entries_from_lemma_counts`),
-  equal to the
-  local engine's :func:`~negforge.dictionary.count_words` of the whole corpus;
+  and the driver turns the sums into D
+  (:func:`negforge.dictionary.dictionary_from_lemma_counts`), equal to the local engine's
+  :func:`~negforge.dictionary.count_dictionary` of the whole corpus (entries and dropped
+  non-words); both engines parse through :func:`negforge.nlp.parse_queries`;
 * **mask** -- a map stage parses (a cache hit after build-dict) and masks each shard
   (:func:`negforge.masking.mask_table`) and writes it as one part of a partitioned artifact
   (:mod:`negforge.datasets`);
@@ -98,10 +99,10 @@ class RayOptions:
 
 
 def _parse_records(records: Sequence[Any], spacy_model: str | None, cache_dir: str) -> Any:
-    from negforge.nlp import gc_paused, parse_texts
+    from negforge.nlp import gc_paused, parse_queries
 
     with gc_paused():
-        return parse_texts([r.query for r in records], spacy_model, cache_dir=cache_dir)
+        return parse_queries([r.query for r in records], spacy_model, cache_dir=cache_dir)
 
 
 def _count_shard(batch: dict[str, Any], *, shard_refs: list[Any], spacy_model: str | None,
@@ -332,10 +333,10 @@ class RayEngine:
         from collections import Counter
 
         from negforge.artifacts import write_artifact
-        from negforge.atomic import atomic_write_text
+        from negforge.atomic import atomic_files
         from negforge.dictionary import (
+            dictionary_from_lemma_counts,
             dictionary_provenance,
-            entries_from_lemma_counts,
             entries_table,
             summary_path,
             summary_text,
@@ -361,15 +362,18 @@ class RayEngine:
             return counts, models
 
         counts, models = self._with_retries(stage.name or stage.stage, run)
-        entries = entries_from_lemma_counts(counts)
+        counted = dictionary_from_lemma_counts(counts)
+        entries = counted.entries
         name, version = _model_of(sorted(models), spacy_model)
         provenance = dictionary_provenance(
-            sources, entries, spacy_model=name, spacy_version=version,
+            sources, counted, spacy_model=name, spacy_version=version,
             settings={"on_error": stage.on_error, "format": None, "split": None},
             fingerprint=fingerprint, queries=len(records), bad_rows=bad,
         )  # fmt: skip
-        write_artifact(output, entries_table(entries), provenance)
-        atomic_write_text(summary_path(output), summary_text(entries))
+        with atomic_files() as group:  # the artifact and its summary together, as local
+            write_artifact(output, entries_table(entries), provenance, group)
+            group.write_text(summary_path(output),
+                             summary_text(entries, dropped=counted.dropped))  # fmt: skip
         return (f"{len(entries)} words from {len(records)} queries ({len(shards)} shards on "
                 f"{self.workers} Ray workers)"), {}  # fmt: skip
 

@@ -490,6 +490,16 @@ def _collect(
                       bad_rows=bad_rows)
 
 
+def sample_records(records: list[QueryRecord], count: int, seed: int) -> list[QueryRecord]:
+    """``count`` records drawn with ``seed`` (all of them when there are fewer), file order."""
+    import random
+
+    if count >= len(records):
+        return list(records)
+    chosen = sorted(random.Random(seed).sample(range(len(records)), count))
+    return [records[index] for index in chosen]
+
+
 def write_jsonl(
     records: list[QueryRecord], target: str | Path, group: AtomicFiles | None = None
 ) -> Path:

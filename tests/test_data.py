@@ -8,19 +8,23 @@ import numpy as np
 import pytest
 import torch
 
+from negforge.errors import ConfigError
 from negforge.trainer.data import (
-    Collator,
-    GroundingDataset,
     GroundingSample,
     check_features,
-    inbatch_negative_index,
+    check_levels,
     load_eval_samples,
     load_train_samples,
+    split_by_video,
+)
+from negforge.trainer.dataset import (
+    Collator,
+    GroundingDataset,
+    inbatch_negative_index,
     normalized_spans,
     saliency_labels,
     saliency_pairs,
     span_targets,
-    split_by_video,
     window_clips,
 )
 from negforge.trainer.features import (
@@ -138,6 +142,37 @@ def test_negatives_artifact_rows_grouped_per_query(tmp_path):
     assert samples["q1"].windows == ((1.0, 4.0),) and samples["q1"].duration == 10.0
 
 
+def test_level_count_comes_from_the_data(tmp_path):
+    rows = shine_jsonl_rows()  # three queries with 3 negatives, one without any
+    rows[0]["recomposed_queries"] = ["x", "y"]
+    rows.append({**rows[1], "qid": "V4_train_4", "vid": "V4",
+                 "recomposed_queries": ["p", "q", "r", "s"]})  # fmt: skip
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    samples = load_train_samples(path)
+    # Reading keeps every level as the file gives it: nothing truncated or dropped.
+    assert samples[0].negatives == ("x", "y") and samples[0].negatives_valid
+    assert samples[4].negatives == ("p", "q", "r", "s") and samples[4].negatives_valid
+    kept, report = check_levels(samples, source=path)
+    assert report.levels == 3 and report.counts == {2: 1, 3: 2, 4: 1} and report.off_level == 2
+    assert [s.negatives_valid for s in kept] == [False, True, True, False, False]
+    assert report.summary() == (
+        "1 query has 2, 1 query has 4 hard-negative levels, not 3 like 2 other queries "
+        "(e.g. qid 'V1_train_0', 'V4_train_4'): they train without L_fr"
+    )
+    with pytest.raises(ConfigError, match="have 3 hard-negative levels but the run expects 5"):
+        check_levels(samples, 5, source=path)
+    # A four-level artifact: four negatives per query, a missing level still invalidates.
+    artifact = write_negatives_artifact(
+        tmp_path / "four.parquet",
+        [*negative_rows("q1", "V1", "person opens the door", ["a", "b", "c", "d"]),
+         *negative_rows("q2", "V2", "person eats food", ["a", "b", "c"])],
+    )  # fmt: skip
+    four = {s.qid: s for s in load_train_samples(artifact)}
+    assert four["q1"].negatives == ("a", "b", "c", "d") and four["q1"].negatives_valid
+    assert four["q2"].negatives == ("a", "b", "c", None) and not four["q2"].negatives_valid
+    assert check_levels(list(four.values()))[1].levels == 4
+
+
 def test_eval_split_from_benchmark_json_keeps_composition_types(tmp_path):
     split = {
         "VA": {
@@ -212,7 +247,7 @@ def build_dataset(tmp_path, *, with_negatives=True, max_v_len=None, long_videos=
 
 def test_collate_pads_with_masks_and_builds_targets(tmp_path):
     dataset = build_dataset(tmp_path)
-    batch = Collator(seed=3, with_negatives=True)([dataset[i] for i in range(4)])
+    batch = Collator(seed=3, levels=dataset.levels)([dataset[i] for i in range(4)])
     assert batch.video_feats.shape == (4, 20, 8)  # 6 dims + 2 tef, padded to the longest
     assert batch.video_mask.sum(1).tolist() == [20, 20, 16, 12]
     assert batch.video_mask.dtype == torch.float32
@@ -261,9 +296,9 @@ def test_collate_pads_with_masks_and_builds_targets(tmp_path):
 def test_inbatch_choice_is_seeded_by_epoch_not_by_worker(tmp_path):
     dataset = build_dataset(tmp_path)
     items = [dataset[i] for i in range(4)]
-    collator = Collator(seed=5, with_negatives=True)
+    collator = Collator(seed=5, levels=3)
     first = collator(items).inbatch_neg_index
-    assert torch.equal(first, Collator(seed=5, with_negatives=True)(items).inbatch_neg_index)
+    assert torch.equal(first, Collator(seed=5, levels=3)(items).inbatch_neg_index)
     draws = set()
     for epoch in range(8):
         collator.epoch = epoch

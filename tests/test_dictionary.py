@@ -105,3 +105,50 @@ def test_summary_lists_sizes_and_top_words():
     assert "verb: 2 words, 3 occurrences" in text
     assert "opens/open (2)" in text
     assert "noun: 4 words" in text
+
+
+def test_only_words_enter_the_dictionary_and_the_rest_is_counted():
+    from negforge.dictionary import count_dictionary, is_word
+
+    corpus = [
+        [tok("doorway.the", "NOUN"), tok("t-shirt", "NOUN"), tok("o'clock", "ADV"),
+         tok("blanket/pillow", "NOUN"), tok("a.", "NOUN"), tok(".the", "ADP"), tok("2nd", "ADJ"),
+         tok("café", "NOUN"), tok("-", "NOUN"), tok("opens", "VERB", lemma="open")],
+        [tok(".the", "ADP"), tok("door", "NOUN")],
+    ]  # fmt: skip
+    counted = count_dictionary(corpus)
+    words = {e.word for e in counted.entries}
+    assert words == {"t-shirt", "o'clock", "café", "opens", "door"}
+    assert counted.dropped == {"doorway.the": 1, "blanket/pillow": 1, "a.": 1, ".the": 2,
+                               "2nd": 1, "-": 1}  # fmt: skip
+    assert counted.dropped_summary()["occurrences"] == 7
+    text = summary_text(counted.entries, dropped=counted.dropped)
+    assert "dropped (not words: letters, inner hyphen or apostrophe): 7 occurrences of 6" in text
+    assert "'.the' (2)" in text
+    assert not is_word("-door") and not is_word("door-") and is_word("o'clock")
+
+
+def test_build_dict_normalises_glued_stops_and_reports_what_it_dropped(tmp_path):
+    import json
+
+    from negforge.dictionary import build_dictionary
+
+    rows = [
+        {"qid": "a", "query": "closes the door.the person stops.", "vid": "v", "duration": 9.0,
+         "relevant_windows": [[0, 1]]},
+        {"qid": "b", "query": "sits in a chair .the person takes a bottle.", "vid": "v",
+         "duration": 9.0, "relevant_windows": [[0, 1]]},
+        {"qid": "c", "query": "a person is doing work on a laptop,after a.", "vid": "v",
+         "duration": 9.0, "relevant_windows": [[0, 1]]},
+    ]  # fmt: skip
+    source = tmp_path / "q.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = build_dictionary([source], tmp_path / "d.parquet", cache_dir=tmp_path / "cache")
+    index = load_dictionary(tmp_path / "d.parquet")
+    words = {w for kind in ("verb", "noun", "adjective", "preposition", "adverb")
+             for w in index.words(kind)}  # fmt: skip
+    assert "door" in words and "chair" in words and "stops" in words
+    assert not any(ch in word for word in words for ch in "./,")
+    dropped = read_provenance(tmp_path / "d.parquet").summary["dropped_non_words"]
+    assert dropped["occurrences"] == result.dropped_tokens == 1  # spaCy's "a." at the end
+    assert dropped["top"] == [["a.", 1]]

@@ -1,8 +1,10 @@
-"""Engine: checkpoint round trip, exact resume, an end-to-end synthetic run, DDP on CPU."""
+"""The run: checkpoint round trip, exact resume, checkpoint selection, an end-to-end
+synthetic run, DDP on CPU (the CLI under torchrun; gradients synchronised)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -13,19 +15,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from negforge.errors import InputError
-from negforge.trainer.config import build_config
-from negforge.trainer.data import load_eval_samples, load_train_samples
-from negforge.trainer.engine import (
+from negforge.errors import ConfigError, InputError
+from negforge.trainer.checkpoints import (
     CHECKPOINT_FORMAT,
     load_model_from_checkpoint,
-    load_run_data,
-    predict,
     read_checkpoint,
     save_checkpoint,
-    train,
 )
+from negforge.trainer.config import build_config
+from negforge.trainer.data import load_eval_samples, load_train_samples
 from negforge.trainer.evaluation import evaluate, fixed_window_predictions
+from negforge.trainer.prediction import predict
+from negforge.trainer.run import train
+from negforge.trainer.run_data import load_run_data
 from negforge.trainer.synth import SynthConfig, generate
 
 TINY_MODEL = {
@@ -111,7 +113,7 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tiny_synth, tmp_path):
 def test_predict_returns_the_query_set_saliency(tiny_synth, tmp_path):
     cfg = tiny_config(tiny_synth)
     from negforge.trainer.backbones import build_model
-    from negforge.trainer.engine import dataset_for
+    from negforge.trainer.run_data import dataset_for
 
     data = load_run_data(cfg)
     model = build_model(cfg.model.resolve(data.v_dim, data.t_dim))
@@ -171,13 +173,41 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(tiny_synth, tmp_path):
     val_vids = {s.vid for s in run.evals["val"].samples}
     train_vids = {s.vid for s in run.train.samples}
     assert val_vids and not val_vids & train_vids and val_vids <= data_train
-    chosen = train(
-        tiny_config(tiny_synth, select_on="test_trivial", **{"optim.epochs": 1}), tmp_path / "t"
-    )
-    assert chosen.best_epoch == 1
-    assert (
-        read_checkpoint(tmp_path / "t" / "checkpoints" / "best.pt")["select_on"] == "test_trivial"
-    )
+    # Selected on a named split: best.pt holds the epoch with that split's best mIoU (the
+    # first on a tie), and its evaluation at the end reproduces that epoch's row.
+    chosen = train(tiny_config(tiny_synth, select_on="test_trivial"), tmp_path / "t")
+    rows = read_csv(tmp_path / "t" / "metrics.csv")
+    test = [float(r["test_trivial/mIoU"]) for r in rows]
+    assert len(test) == 2
+    assert chosen.best_epoch == 1 + max(range(len(test)), key=lambda i: (test[i], -i))
+    best = read_checkpoint(tmp_path / "t" / "checkpoints" / "best.pt")
+    assert best["select_on"] == "test_trivial" and best["epoch"] + 1 == chosen.best_epoch
+    final = chosen.final_metrics["test_trivial"].metrics["mIoU"]
+    assert final == pytest.approx(test[chosen.best_epoch - 1], rel=1e-5)
+
+
+def test_level_count_is_taken_from_the_data(tiny_synth, tmp_path, capsys):
+    """Two-level negatives train L_fr with three hinge terms; the few queries with three
+    levels are named in a warning and train without L_fr; margins must fit the count."""
+    data = tmp_path / "two_levels"
+    shutil.copytree(tiny_synth, data)
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    for row in rows[2:]:
+        row["recomposed_queries"] = row["recomposed_queries"][:2]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = train(tiny_config(data, **{"optim.epochs": 1}), tmp_path / "run")
+    printed = capsys.readouterr().out
+    assert "queries have 3 hard-negative levels, not 2 like" in printed
+    assert "they train without L_fr" in printed
+    columns = read_csv(tmp_path / "run" / "metrics.csv")[0]
+    assert [c for c in columns if c.startswith("train/loss_fr_")] == [
+        "train/loss_fr_0", "train/loss_fr_1", "train/loss_fr_2"
+    ]
+    assert float(columns["train/loss_fr"]) > 0
+    saved = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["config"]
+    assert saved["loss"]["shine"]["levels"] == 2 and result.epochs_run == 1
+    with pytest.raises(ConfigError, match="margins has 4 values but 2 hard-negative levels"):
+        train(tiny_config(data, **{"loss.shine.margins": [0.25] * 4}), tmp_path / "other")
 
 
 @pytest.mark.slow
@@ -279,3 +309,26 @@ def test_ddp_with_two_cpu_processes(tiny_synth, tmp_path):
     rows = read_csv(tmp_path / "ddp" / "metrics.csv")
     assert len(rows) == 1 and math.isfinite(float(rows[0]["train/loss"]))
     assert (tmp_path / "ddp" / "checkpoints" / "best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_step_synchronises_gradients(tiny_synth, tmp_path):
+    """2 gloo processes, different batches: different local gradients, equal weights after
+    one step of train_one_epoch (DDP averaged the gradients)."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    script = Path(__file__).parent / "support" / "ddp_step.py"
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(script),
+               str(tiny_synth / "train_config.yaml"), str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [rank["world_size"] for rank in ranks] == [2, 2]
+    assert not set(ranks[0]["qids"]) & set(ranks[1]["qids"])  # each rank its own batch
+    grads = [rank["local_grads"] for rank in ranks]
+    assert any(not torch.allclose(grads[0][n], grads[1][n]) for n in grads[0])
+    assert ranks[0]["losses"] == ranks[1]["losses"]  # the epoch's mean over both processes
+    initial, after = ranks[0]["initial"], ranks[0]["weights"]
+    assert any(not torch.equal(initial[n], after[n]) for n in after)  # a step was taken
+    for name, tensor in after.items():
+        torch.testing.assert_close(tensor, ranks[1]["weights"][name], rtol=0, atol=0, msg=name)

@@ -256,3 +256,33 @@ def test_dry_run_batch_price_is_half_the_online_price(
         assert done.returncode == 0, done.stderr
         assert f"estimated cost ${batch.cost_usd:.4f} at the Batch API price (1 batch files; " \
                f"online ${online.cost_usd:.4f})" in done.stdout
+
+
+@pytest.mark.llama
+def test_min_plausibility_reasks_through_the_batch_api(
+    tmp_path: Path,
+    sample_generation_inputs: GenerationInputs,  # noqa: F811 - fixture
+) -> None:
+    """The --min-plausibility gate sees batch answers too: an impossible threshold makes
+    every answer implausible, re-asked in follow-up batches, then flagged."""
+    from negforge.generation.filling import REASK_TEXT
+    from tests.support.llama_model import require_llama
+
+    require_llama()
+    inputs = sample_generation_inputs
+    output = tmp_path / "gated.parquet"
+    with FakeOpenAIServer() as server:
+        summary = generate_negatives(inputs.masked, inputs.dictionary, output, _config(
+            server, tmp_path, limit=2, max_attempts=2, on_invalid="keep",
+            min_plausibility=50.0,  # no negative is 50 nats/token likelier than its query
+        ))  # fmt: skip
+        requests = server.requests
+        log = server.batch_log()
+    rows = load_rows(output, NegativeRow)
+    assert len(rows) == 2 * inputs.levels
+    assert all(not r.valid and "implausible" in r.invalid_reasons for r in rows)
+    assert summary.reasons["implausible"] == len(rows)
+    reasks = [r for r in requests if any(m["role"] == "assistant" for m in r.body["messages"])]
+    assert len(reasks) == 2 and all(r.batch_id is not None for r in reasks)
+    assert all(REASK_TEXT["implausible"] in r.body["messages"][-1]["content"] for r in reasks)
+    assert len(log["batches"]) == 2  # the first round and one follow-up

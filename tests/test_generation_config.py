@@ -97,11 +97,21 @@ def test_response_format_shapes():
 
 
 def test_local_gets_its_own_defaults_unless_set():
-    local = GenerateConfig(llm="local")
+    local = GenerateConfig(llm="local", local_fill="generate")
     assert (local.dict_sample, local.concurrency, local.timeout_s) == (15, 1, 600.0)
-    assert local.fills_constrained
+    assert local.fills_constrained and not local.rank_fill
+    rank = GenerateConfig(llm="local")  # the rank fill: queries in flight share batches
+    assert rank.rank_fill and rank.concurrency == 16
+    assert "rank_top_k" in rank.output_settings()
+    assert "rank_top_k" not in GenerateConfig(llm="gpt-4o-mini").output_settings()
     mine = GenerateConfig.model_validate({"llm": "local", "concurrency": 3, "dict_sample": None})
     assert mine.concurrency == 3 and mine.dict_sample == 15
     assert not GenerateConfig(llm="local", constrain_fills=False).fills_constrained
     remote = GenerateConfig(llm="gpt-4o-mini")
     assert remote.dict_sample == 40 and not remote.fills_constrained
+
+
+def test_batch_is_refused_with_the_rank_fill_only():
+    with pytest.raises(ValidationError, match="batch makes no sense with the rank fill"):
+        GenerateConfig(llm="local", batch=True)
+    assert GenerateConfig(llm="local", local_fill="generate", batch=True).batch

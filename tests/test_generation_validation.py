@@ -107,6 +107,7 @@ def test_every_reason_code_is_reachable_and_ordered():
     assert set(v.REASON_CODES) == {
         "wrong_fill_count", "empty_fill", "phrase_fill", "unmasked_changed", "copied_original",
         "equals_positive", "duplicate_level", "not_in_dictionary", "wrong_type",
+        "implausible",  # set by generate --min-plausibility (negforge.plausibility.gate)
     }  # fmt: skip
 
 

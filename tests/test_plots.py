@@ -69,7 +69,7 @@ def test_run_plot_is_a_png_of_its_size(tmp_path: Path) -> None:
 
 def test_run_plot_reads_the_trainers_own_csv_writer(tmp_path: Path) -> None:
     """The trainer's metrics.csv writer (blank cells, 6 significant digits) plots as well."""
-    from negforge.trainer.engine import write_metrics_csv as trainer_write
+    from negforge.trainer.run_log import write_metrics_csv as trainer_write
 
     rows = [
         {"epoch": 1, "lr": 1e-4, "train/loss": 2.5, "val/R1@0.5": 10.0, "val/mIoU": 12.0},
@@ -178,8 +178,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
 
     from negforge.trainer.backbones import build_model
+    from negforge.trainer.checkpoints import CHECKPOINT_FORMAT, save_checkpoint
     from negforge.trainer.config import ModelSettings, build_config
-    from negforge.trainer.engine import CHECKPOINT_FORMAT, load_run_data, save_checkpoint
+    from negforge.trainer.run_data import load_run_data
     from negforge.trainer.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("saliency")
@@ -222,12 +223,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_collected_curves_are_the_models_predictions(checkpoints: dict[str, Path]) -> None:
     from negforge.reporting.saliency_data import Checkpoint, collect_saliency, split_samples
-    from negforge.trainer.engine import (
-        feature_stores,
-        load_model_from_checkpoint,
-        make_dataset,
-        predict,
-    )
+    from negforge.trainer.checkpoints import load_model_from_checkpoint
+    from negforge.trainer.prediction import predict
+    from negforge.trainer.run_data import feature_stores, make_dataset
 
     shine = checkpoints["shine"]
     examples = collect_saliency(
@@ -264,7 +262,7 @@ def test_plot_saliency_command(checkpoints: dict[str, Path], tmp_path: Path) -> 
 
     from negforge.cli import app
     from negforge.reporting.saliency_data import split_samples
-    from negforge.trainer.engine import load_model_from_checkpoint
+    from negforge.trainer.checkpoints import load_model_from_checkpoint
 
     _, cfg = load_model_from_checkpoint(checkpoints["shine"])
     test_qid = split_samples(cfg, "test_trivial")[0][0].qid

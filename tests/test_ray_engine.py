@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from negforge.artifacts import read_artifact
+from negforge.artifacts import read_artifact, read_provenance
 from negforge.datasets import is_dataset, read_manifest
 from negforge.pipeline import recorded_fingerprint
 from tests.support.fake_openai import FakeOpenAIProcess
@@ -62,6 +62,12 @@ def test_charades_cg_on_ray_equals_the_local_engine(shared_dir: Path, tmp_path: 
     for name in ("dictionary.parquet", "masked.parquet", "negatives.parquet"):
         pd.testing.assert_frame_equal(_frame(local / name), _frame(ray / name), obj=name)
     assert (local / "shine.jsonl").read_bytes() == (ray / "shine.jsonl").read_bytes()
+    # Dictionary hygiene on both engines: the same non-words dropped and counted.
+    dropped = read_provenance(local / "dictionary.parquet").summary["dropped_non_words"]
+    assert dropped == read_provenance(ray / "dictionary.parquet").summary["dropped_non_words"]
+    assert dropped["occurrences"] > 0
+    summary = "dictionary.parquet.summary.txt"
+    assert (local / summary).read_text() == (ray / summary).read_text()
     for name in ("queries.jsonl", "dictionary.parquet", "masked.parquet"):
         assert recorded_fingerprint(local / name) == recorded_fingerprint(ray / name), name
     masked = ray / "masked.parquet"

@@ -423,12 +423,12 @@ def test_ctrl_c_in_run_exits_130_and_a_rerun_goes_on(toy, tmp_path: Path) -> Non
         server.reset()
         rerun = call_cli("run", spec, "--output-dir", out)
         assert rerun.exit_code == 0, rerun.output
-        assert len(server.requests) <= QUERIES - 2
+        assert len(server.requests) <= QUERIES - 2, [(r.number, r.query) for r in server.requests]
         assert pq.read_metadata(out / "negatives.parquet").num_rows == 3 * QUERIES
 
 
 def test_ctrl_c_in_train_exits_130_with_a_resumable_checkpoint(tmp_path: Path) -> None:
-    from negforge.trainer.engine import read_checkpoint
+    from negforge.trainer.checkpoints import read_checkpoint
     from negforge.trainer.synth import SynthConfig, generate
 
     synth = tmp_path / "synth"

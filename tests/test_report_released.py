@@ -163,3 +163,21 @@ def test_released_report_renders(report: NegativesReport, tmp_path: Path) -> Non
     assert cells[4] == "92.5 %" and cells[6] == "3.0 %"
     html_text = render_html(report)
     assert "gpt-3.5" in html_text and "<mark>" in html_text
+
+
+def test_charades_cg_dictionary_holds_only_words(released: dict[str, Path]) -> None:
+    """D of Charades-CG train: no token with punctuation (``.the``, ``doorway.the``, ``a.``)."""
+    import re
+
+    from negforge.artifacts import read_provenance
+    from negforge.dictionary import load_dictionary
+
+    index = load_dictionary(released["dictionary"])
+    words = [w for kind in ("verb", "noun", "adjective", "preposition", "adverb")
+             for w in index.words(kind)]  # fmt: skip
+    assert len(words) > 700
+    assert [w for w in words if not re.fullmatch(r"[a-z]+(?:['-][a-z]+)*", w)] == []
+    dropped = read_provenance(released["dictionary"]).summary["dropped_non_words"]
+    # the captions' unsplit typos are normalised before parsing; spaCy's "a." (end of
+    # "... on a laptop,after a.") is the one non-word left, dropped and counted
+    assert dropped == {"occurrences": 1, "distinct": 1, "top": [["a.", 1]]}

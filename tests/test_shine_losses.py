@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from negforge.errors import ConfigError
 from negforge.trainer.model_config import ShineConfig
 from negforge.trainer.shine_losses import (
     coarse_ranking_loss,
@@ -199,7 +200,7 @@ def test_fine_term_switches_change_exactly_their_term():
         switches = [True] * 4
         switches[index] = False
         off = fine_ranking_loss(pos, hard, inbatch, window, valid, margins=F_MARGINS,
-                                terms=tuple(switches))  # type: ignore[arg-type]
+                                terms=tuple(switches))
         assert (full - off).item() == pytest.approx(terms[index].item(), abs=1e-6)
 
 
@@ -296,3 +297,77 @@ def test_shine_losses_combines_with_alpha_beta_and_switches():
                           hard_neg_valid=torch.tensor([False]))
     assert masked["loss_fr"].item() == 0.0
     assert masked["loss_cr"].item() == parts["loss_cr"].item()
+
+
+def loop_fine_terms(pos, hard, inbatch, window, valid, margins, mode):
+    """Eq. 3 for K levels, one row and one term at a time: the per-term means over rows."""
+    levels = hard.shape[1]
+    per_row = []
+    for b in range(pos.shape[0]):
+        n = int(valid[b].sum())
+        teacher = torch.sigmoid(pos[b, :n])
+
+        def d(target, scores, n=n):
+            return float(-(target * torch.nn.functional.logsigmoid(scores)).sum() / n)
+
+        dist = [d(window[b, :n].float(), pos[b, :n])]
+        dist += [d(teacher, hard[b, k, :n]) for k in range(levels)]
+        dist.append(d(teacher, inbatch[b, :n]))
+        lower = [dist[i] if mode == "chain" or i == 0 else dist[1] for i in range(levels + 1)]
+        per_row.append(
+            [max(0.0, margins[i] + lower[i] - dist[i + 1]) for i in range(levels + 1)]
+        )
+    return [sum(row[i] for row in per_row) / len(per_row) for i in range(levels + 1)]
+
+
+@pytest.mark.parametrize("levels", [1, 2, 4, 5])
+@pytest.mark.parametrize("mode", ["chain", "anchored"])
+def test_fine_ranking_takes_any_number_of_levels(levels, mode):
+    generator = torch.Generator().manual_seed(levels)
+    batch, clips = 5, 12
+    pos = 2 * torch.randn(batch, clips, generator=generator)
+    hard = 2 * torch.randn(batch, levels, clips, generator=generator)
+    inbatch = 2 * torch.randn(batch, clips, generator=generator)
+    window = torch.zeros(batch, clips, dtype=torch.long)
+    valid = torch.ones(batch, clips, dtype=torch.long)
+    for row in range(batch):
+        window[row, row : row + 4] = 1
+        valid[row, clips - row :] = 0
+    margins = [0.1 * (i + 1) for i in range(levels + 1)]
+    terms = fine_ranking_terms(pos, hard, inbatch, window, valid, margins=margins, mode=mode)
+    expected = loop_fine_terms(pos, hard, inbatch, window, valid, margins, mode)
+    assert terms.shape == (levels + 1,)
+    assert terms.tolist() == pytest.approx(expected, abs=1e-6)
+    # One margin / switch stands for every term; any other count is an error.
+    one = fine_ranking_loss(pos, hard, inbatch, window, valid, margins=(0.3,), mode=mode)
+    each = fine_ranking_loss(pos, hard, inbatch, window, valid, margins=(0.3,) * (levels + 1),
+                             terms=(True,) * (levels + 1), mode=mode)
+    assert one.item() == pytest.approx(each.item(), abs=1e-7)
+    with pytest.raises(ValueError, match="hinge terms"):
+        fine_ranking_loss(pos, hard, inbatch, window, valid, margins=(0.3,) * (levels + 2))
+
+
+def test_shine_losses_report_one_part_per_level():
+    pos, hard, inbatch, window, valid = fine_inputs()
+    two = hard[:, :2]
+    parts = shine_losses(pos, two, inbatch, window, valid, ShineConfig(levels=2))
+    fine_parts = sorted(k for k in parts if k.startswith("loss_fr_"))
+    assert fine_parts == [f"loss_fr_{i}" for i in range(3)]
+    assert parts["loss_fr"].item() == pytest.approx(
+        sum(parts[f"loss_fr_{i}"].item() for i in range(3)), abs=1e-6)
+    with pytest.raises(ValueError, match="levels"):
+        shine_losses(pos, hard, inbatch, window, valid, ShineConfig(levels=2))
+    # No hard negatives in the batch: the parts of the run's levels, all 0.
+    none = shine_losses(pos, None, inbatch, window, valid, ShineConfig(levels=2))
+    assert [none[f"loss_fr_{i}"].item() for i in range(3)] == [0.0, 0.0, 0.0]
+
+
+def test_shine_config_margins_follow_the_level_count():
+    assert ShineConfig(levels=2, margins=(0.1, 0.2, 0.3)).margins == (0.1, 0.2, 0.3)
+    with pytest.raises(ValueError, match="2 hard-negative levels make 3 hinge terms"):
+        ShineConfig(levels=2, margins=(0.1, 0.2, 0.3, 0.4))
+    with pytest.raises(ConfigError, match=r"train\.jsonl: loss\.shine\.fine_terms has 4 values"):
+        ShineConfig(fine_terms=(True, True, False, True)).with_levels(2, source="train.jsonl")
+    with pytest.raises(ConfigError, match=r"have 2 hard-negative levels but loss\.shine\.levels"):
+        ShineConfig(levels=3).with_levels(2)
+    assert ShineConfig().with_levels(4).levels == 4

@@ -14,8 +14,8 @@ import pytest
 
 from negforge.trainer.config import build_config
 from negforge.trainer.data import load_eval_samples, load_train_samples
-from negforge.trainer.engine import feature_stores
 from negforge.trainer.features import negative_key
+from negforge.trainer.run_data import feature_stores
 from negforge.trainer.synth import SynthConfig, World, generate, words_of
 
 ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}

@@ -29,7 +29,7 @@ def test_presets_carry_the_papers_settings():
     assert qd.loss.saliency_margin == 0.2 and qd.model.enc_layers == 2
     shine = qd.loss.shine
     assert (shine.h1, shine.h2, shine.q, shine.alpha, shine.beta) == (1.0, 2.0, 8, 1.0, 1.0)
-    assert tuple(shine.margins) == (0.25, 0.25, 0.25, 0.25)
+    assert shine.margins == (0.25,)  # one margin for every hinge term: m0..mK = 0.25
     assert qd.optim.batch_size == 32 and qd.optim.epochs == 200 and qd.seed == 2018
     assert qd.optim.grad_clip == 0.1 and qd.optim.weight_decay == 1e-4
     for backbone in ("qd_detr", "moment_detr"):

@@ -171,8 +171,10 @@ class AnchorDecoder(nn.Module):
         self.ref_point_head = MLP(hidden, hidden, hidden, 2)
         self.ref_anchor_head = MLP(hidden, hidden, 1, 2)
         self.anchor_refine = MLP(hidden, hidden, 2, 3)
-        nn.init.zeros_(self.anchor_refine.layers[-1].weight)
-        nn.init.zeros_(self.anchor_refine.layers[-1].bias)
+        last = self.anchor_refine.layers[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(
         self, anchors: Tensor, memory: Tensor, memory_pos: Tensor, memory_valid: Tensor

@@ -12,9 +12,10 @@ L_base is the originals' ``SetCriterion`` term for term, with the same normalisa
   loss, one term as in the original. The parts are logged as ``loss_saliency_hinge``,
   ``loss_saliency_rc`` and ``loss_saliency_neg``.
 
-The base loss is always computed (REFERENCE.md defect 1); the SHINE terms only in training
-(defect 3). The in-batch negative is a query of another video (defect 6): its scores enter
-QD-DETR's terms where the original uses the next row of the batch.
+The base loss is always computed, the SHINE terms only in training, and the in-batch negative
+is a query of another video: its scores enter QD-DETR's terms where the original uses the
+next row of the batch (docs/trainer_model.md, "Deliberate differences from the authors'
+release").
 
 Targets (dict): ``spans`` list of (n_i, 2) normalised (centre, width) windows,
 ``saliency_labels`` (B, L) 0/1 window mask (SHINE), ``saliency_all_labels`` (B, L) graded

@@ -1,4 +1,4 @@
-"""The training configuration: model + loss (engineer C1's models) + data + optimisation.
+"""The training configuration: model + loss (``model_config``) + data + optimisation.
 
 Values are resolved in this order, later wins: field defaults < preset (``charades_cg`` /
 ``anet_cg``, the paper's Sec. 4 settings) < YAML file < command-line flags. The resolved
@@ -95,8 +95,8 @@ class DataConfig(BaseModel):
     )
     inbatch_negative: Literal["other_video", "next_row"] = Field(
         "other_video",
-        description="in-batch negative query: a random row of another video (defect 6 fixed) "
-        "or the next row as the originals (may be the same video)",
+        description="in-batch negative query: a random row of another video, or the next row "
+        "as the originals (may be the same video)",
     )
     on_missing: Literal["error", "skip"] = Field(
         "error", description="a query whose features are missing: stop, or skip and count it"
@@ -182,7 +182,7 @@ class TrainConfig(BaseModel):
 
 
 def preset_values(preset: str, backbone: str) -> dict[str, Any]:
-    """The paper's settings (Sec. 4, REFERENCE.md) for a dataset and backbone, nested."""
+    """The paper's settings (Sec. 4 and the authors' release) for a dataset and backbone, nested."""
     if preset == "charades_cg":
         return {
             "preset": preset,
@@ -209,7 +209,7 @@ def preset_values(preset: str, backbone: str) -> dict[str, Any]:
 
 
 def _shine_paper_values() -> dict[str, Any]:
-    return {"h1": 1.0, "h2": 2.0, "margins": [0.25] * 4, "q": 8, "alpha": 1.0, "beta": 1.0}
+    return {"h1": 1.0, "h2": 2.0, "margins": [0.25], "q": 8, "alpha": 1.0, "beta": 1.0}
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -270,8 +270,8 @@ def convert_checkpoint(
 ) -> Path:
     """Write ``output``, the negforge checkpoint of the original checkpoint ``source``."""
     from negforge.trainer.backbones import build_model
+    from negforge.trainer.checkpoints import CHECKPOINT_FORMAT, save_checkpoint
     from negforge.trainer.config import TrainConfig
-    from negforge.trainer.engine import CHECKPOINT_FORMAT, save_checkpoint
 
     source = Path(source)
     if backbone not in KEY_RENAMES:

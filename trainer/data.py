@@ -1,52 +1,38 @@
-"""Grounding samples, the feature-backed dataset and the batch collator.
+"""Grounding samples: what the query files say, read and checked before any tensor exists.
 
 TRAIN is a negforge ``negatives`` artifact (Parquet; one row per query and masking level) or
 a SHINE jsonl with ``recomposed_queries``; evaluation splits are query jsonl files or the
 original benchmark json (``{vid: {sentences, timestamps, duration[, novels]}}``), whose
 ``novels`` give the per-composition-type metrics.
 
-Labels are the originals' (``start_end_dataset.py``): spans are the windows divided by the
-time the clips span, as ``(cx, w)`` (at most 5 windows, a seeded random 5 when there are
-more); saliency labels come from QVHighlights' ``relevant_clip_ids`` / ``saliency_scores``
-when a row has them, else from the first window (SHINE's ``sub_as_query`` labels). Collation
-pads videos and texts with masks, samples the hinge's (inside, outside) clip pairs and picks
-every row's in-batch negative among the rows of *another* video (never the same video or
-sentence; defect 6), all from a generator seeded by (seed, epoch, the batch's qids).
+A query's hard negatives are its levels, closest first, as many as the file gives (the
+pipeline's masking levels; SHINE's release has three). :func:`check_levels` takes the run's
+level count from the data and reports the queries that have another count; the dataset,
+labels and collation are in :mod:`negforge.trainer.dataset`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from negforge.errors import InputError
+from negforge.errors import ConfigError, InputError
 from negforge.records import QueryRecord
 from negforge.trainer.features import (
     TextFeatureStore,
     VideoFeatureStore,
-    append_tef,
-    fit_to_length,
     negative_key,
     query_key,
 )
 
-NUM_HARD_NEGATIVES = 3
-#: At most this many windows per query become span targets (the originals' --max_windows).
-MAX_WINDOWS = 5
-#: (inside, outside) clip pairs of Moment-DETR's hinge per query.
-SALIENCY_PAIRS = 2
 PARQUET_MAGIC = b"PAR1"
 OnMissing = Literal["error", "skip"]
-LongVideos = Literal["truncate", "pool"]
-InbatchNegative = Literal["other_video", "next_row"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +44,9 @@ class GroundingSample:
     vid: str
     duration: float
     windows: tuple[tuple[float, float], ...]
-    #: Hard negative queries, closest first (``None`` entries are missing negatives).
+    #: Hard negative queries, one per level, closest first (``None``: a missing negative).
     negatives: tuple[str | None, ...] = ()
-    #: True when all three negatives exist and none was flagged invalid.
+    #: True when every level's negative exists and none was flagged invalid.
     negatives_valid: bool = False
     #: Composition types (``v-n``, ``p-n``, ...) of a novel-composition query.
     novel_types: tuple[str, ...] = ()
@@ -81,9 +67,9 @@ def sample_from_record(record: QueryRecord) -> GroundingSample:
     negatives: tuple[str | None, ...] = tuple(
         (text if text and text.strip() else None) for text in (record.recomposed_queries or [])
     )
-    valid = len(negatives) == NUM_HARD_NEGATIVES and all(n is not None for n in negatives)
-    clip_scores = None
+    clip_ids = clip_scores = None
     if record.relevant_clip_ids is not None and record.saliency_scores is not None:
+        clip_ids = tuple(record.relevant_clip_ids)
         clip_scores = tuple(float(sum(row)) for row in record.saliency_scores)
     return GroundingSample(
         qid=record.qid,
@@ -91,12 +77,10 @@ def sample_from_record(record: QueryRecord) -> GroundingSample:
         vid=record.vid,
         duration=record.duration,
         windows=tuple((float(s), float(e)) for s, e in record.relevant_windows),
-        negatives=negatives[:NUM_HARD_NEGATIVES],
-        negatives_valid=valid,
+        negatives=negatives,
+        negatives_valid=bool(negatives) and all(n is not None for n in negatives),
         novel_types=tuple(record.novel_types),
-        relevant_clip_ids=(
-            tuple(record.relevant_clip_ids) if clip_scores is not None else None
-        ),
+        relevant_clip_ids=clip_ids,
         clip_scores=clip_scores,
         numeric_qid=record.numeric_qid,
     )
@@ -128,10 +112,11 @@ def read_query_records(path: str | Path) -> list[QueryRecord]:
 
 
 def read_negatives_artifact(path: str | Path) -> list[GroundingSample]:
-    """Samples of a negforge negatives artifact: levels 1..3 of a qid become its negatives.
+    """Samples of a negforge negatives artifact: levels 1..n of a qid become its negatives.
 
-    A level that is absent, ``None`` or flagged invalid marks the query's negatives invalid:
-    the row still trains on L_base + L_cr, not on L_fr.
+    ``n`` is the artifact's level count (its highest level). A level that is absent, ``None``
+    or flagged invalid marks the query's negatives invalid: the row still trains on L_base +
+    L_cr, not on L_fr.
     """
     from negforge.artifacts import read_artifact
 
@@ -141,12 +126,13 @@ def read_negatives_artifact(path: str | Path) -> list[GroundingSample]:
     by_qid: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_qid[row["qid"]].append(row)
+    levels = max((int(row["level"]) for row in rows), default=0)
     samples = []
     for qid, group in by_qid.items():
         first = group[0]
         by_level = {int(r["level"]): r for r in group}
         negatives: list[str | None] = []
-        for level in range(1, NUM_HARD_NEGATIVES + 1):
+        for level in range(1, levels + 1):
             row = by_level.get(level)
             ok = row is not None and bool(row["valid"]) and bool(row["negative"])
             negatives.append(row["negative"] if ok and row is not None else None)
@@ -255,7 +241,7 @@ def check_features(
         if with_negatives and sample.negatives_valid:
             absent = [
                 negative_key(sample.qid, i)
-                for i in range(NUM_HARD_NEGATIVES)
+                for i in range(len(sample.negatives))
                 if not text_store.has(negative_key(sample.qid, i))
             ]
             if absent:
@@ -272,342 +258,70 @@ def check_features(
     return kept, report
 
 
-def window_clips(window: tuple[float, float], clip_len: float, length: int) -> tuple[int, int]:
-    """First and last clip (inclusive) of a window, as the originals' ``sub_as_query`` labels.
+@dataclass(frozen=True)
+class LevelReport:
+    """How many hard-negative levels the queries of a TRAIN file carry."""
 
-    ``int(st / clip_len)`` .. ``max(0, min(int(ed / clip_len), L) - 1)``; when that range is
-    empty (a window inside one clip) both ends become the last clip.
-    """
-    first = int(window[0] / clip_len)
-    last = max(0, min(int(window[1] / clip_len), length) - 1)
-    return min(first, last), last
+    #: The run's level count: the one given, else that of most queries (0: none has any).
+    levels: int
+    #: Level count -> queries with that many negatives (queries without any are not counted).
+    counts: dict[int, int]
+    #: A few qids whose count differs from ``levels``.
+    examples: tuple[str, ...] = ()
 
+    @property
+    def off_level(self) -> int:
+        """Queries whose negatives do not have ``levels`` levels (they train without L_fr)."""
+        return sum(n for count, n in self.counts.items() if count != self.levels)
 
-def saliency_labels(
-    sample: GroundingSample, clip_len: float, length: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(L,) 0/1 window mask and (L,) graded labels of the rank-contrastive loss.
-
-    QVHighlights rows: 1 / the summed annotator score at the relevant clips (those before the
-    first id >= L, as the original stops there). Other rows: 1 on the clips of the first
-    window (:func:`window_clips`) in both.
-    """
-    mask = np.zeros(length, dtype=np.float32)
-    graded = np.zeros(length, dtype=np.float32)
-    if sample.relevant_clip_ids is not None and sample.clip_scores is not None:
-        for clip, score in zip(sample.relevant_clip_ids, sample.clip_scores, strict=True):
-            if clip >= length:
-                break
-            mask[clip] = 1.0
-            graded[clip] = score
-        return mask, graded
-    first, last = window_clips(sample.windows[0], clip_len, length)
-    mask[first : last + 1] = 1.0
-    return mask, mask.copy()
-
-
-def saliency_pairs(
-    sample: GroundingSample, clip_len: float, length: int, rng: np.random.Generator
-) -> tuple[list[int], list[int]]:
-    """Two clips inside and two outside the moment for Moment-DETR's hinge, as the originals
-    sample them.
-
-    QVHighlights rows: the best- and worst-scored relevant clips plus one random relevant
-    clip and one random clip outside them (the worst relevant clip is the "hard" outside
-    one). Other rows: two distinct clips of the first window (the same clip twice if it has
-    one) and two distinct clips outside it (clips 0 and 1 when fewer than two are outside,
-    as SHINE does).
-    """
-    last_clip = length - 1
-    if sample.relevant_clip_ids is not None and sample.clip_scores is not None:
-        ids = list(sample.relevant_clip_ids)
-        order = np.argsort(np.asarray(sample.clip_scores))
-        hard_pos, hard_neg = min(ids[order[-1]], last_clip), min(ids[order[0]], last_clip)
-        outside = sorted(set(range(length)) - set(ids))
-        if outside:
-            easy_pos = min(ids[int(rng.integers(len(ids)))], last_clip)
-            easy_neg = outside[int(rng.integers(len(outside)))]
-            return [hard_pos, easy_pos], [hard_neg, easy_neg]
-        return [hard_pos, hard_pos], [hard_neg, hard_neg]
-    first, last = window_clips(sample.windows[0], clip_len, length)
-    if first != last:
-        pos = [int(c) for c in rng.choice(np.arange(first, last + 1), 2, replace=False)]
-    else:
-        pos = [first, first]
-    pool = np.array([*range(first), *range(last + 1, length)], dtype=np.int64)
-    if len(pool) < SALIENCY_PAIRS:
-        neg = [0, min(1, last_clip)]
-    else:
-        neg = [int(c) for c in rng.choice(pool, 2, replace=False)]
-    return pos, neg
-
-
-def normalized_spans(windows: Sequence[tuple[float, float]], coverage: float) -> np.ndarray:
-    """Windows in seconds -> (n, 2) ``(centre, width)`` divided by the features' time span
-    (L x clip_len), as the originals compute span targets (not clamped)."""
-    spans = [((start + end) / 2 / coverage, (end - start) / coverage) for start, end in windows]
-    return np.asarray(spans, dtype=np.float32).reshape(-1, 2)
-
-
-@dataclass
-class Item:
-    """One prepared sample: features, labels and the time scale of its clips."""
-
-    sample: GroundingSample
-    video: np.ndarray  # (L, Dv)
-    text: np.ndarray  # (N, Dt)
-    hard_negatives: list[np.ndarray] | None  # 3 x (N_i, Dt) when the row has valid negatives
-    spans: np.ndarray  # (n, 2) normalised (cx, w), every window
-    saliency: np.ndarray  # (L,) 0/1 window mask
-    saliency_graded: np.ndarray  # (L,) labels of the rank-contrastive loss
-    clip_len: float  # effective seconds per clip (grows when long videos are pooled)
-    coverage: float  # seconds the clips span (L * clip_len)
-
-
-class GroundingDataset(torch.utils.data.Dataset[Item]):
-    """Samples joined with their video and text features."""
-
-    def __init__(
-        self,
-        samples: Sequence[GroundingSample],
-        video_store: VideoFeatureStore,
-        text_store: TextFeatureStore,
-        *,
-        clip_len: float,
-        max_v_len: int | None = None,
-        use_tef: bool = True,
-        with_negatives: bool = False,
-        long_videos: LongVideos = "truncate",
-    ) -> None:
-        self.samples = list(samples)
-        self.video_store = video_store
-        self.text_store = text_store
-        self.clip_len = clip_len
-        self.max_v_len = max_v_len
-        self.long_videos = long_videos
-        self.use_tef = use_tef
-        self.with_negatives = with_negatives
-        self._index = {s.qid: i for i, s in enumerate(self.samples)}
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def index_of(self, qid: str) -> int:
-        """Position of a qid (KeyError-free: raises InputError naming it)."""
-        if qid not in self._index:
-            raise InputError(f"qid '{qid}' is not in this split", field=qid)
-        return self._index[qid]
-
-    def __getitem__(self, index: int) -> Item:
-        sample = self.samples[index]
-        raw = self.video_store.load(sample.vid)
-        if self.long_videos == "pool":  # mean-pooled into max_v_len longer clips
-            video = fit_to_length(raw, self.max_v_len)
-            clip_len = self.clip_len * raw.shape[0] / video.shape[0]
-        else:  # the originals: features[:max_v_l]
-            video = raw[: self.max_v_len] if self.max_v_len else raw
-            clip_len = self.clip_len
-        if self.use_tef:
-            video = append_tef(video)
-        length = video.shape[0]
-        coverage = length * clip_len
-        negatives = None
-        if self.with_negatives and sample.negatives_valid:
-            negatives = [
-                self.text_store.load(negative_key(sample.qid, i)) for i in range(NUM_HARD_NEGATIVES)
-            ]
-        mask, graded = saliency_labels(sample, clip_len, length)
-        return Item(
-            sample=sample,
-            video=video,
-            text=self.text_store.load(query_key(sample.qid)),
-            hard_negatives=negatives,
-            spans=normalized_spans(sample.windows, coverage),
-            saliency=mask,
-            saliency_graded=graded,
-            clip_len=clip_len,
-            coverage=coverage,
+    def summary(self) -> str:
+        """One line: which counts differ from the run's and what happens to those queries."""
+        parts = [
+            f"{n} {'query has' if n == 1 else 'queries have'} {count}"
+            for count, n in sorted(self.counts.items())
+            if count != self.levels
+        ]
+        return (
+            f"{', '.join(parts)} hard-negative levels, not {self.levels} like "
+            f"{self.counts.get(self.levels, 0)} other queries (e.g. qid "
+            f"{', '.join(map(repr, self.examples))}): they train without L_fr"
         )
 
 
-@dataclass
-class Batch:
-    """Padded model inputs, criterion targets and the samples they came from."""
-
-    video_feats: torch.Tensor  # (B, L, Dv)
-    video_mask: torch.Tensor  # (B, L) float
-    text_feats: torch.Tensor  # (B, N, Dt)
-    text_mask: torch.Tensor  # (B, N) float
-    hard_neg_text_feats: torch.Tensor | None  # (B, 3, N', Dt)
-    hard_neg_text_mask: torch.Tensor | None  # (B, 3, N') float
-    hard_neg_valid: torch.Tensor  # (B,) bool
-    inbatch_neg_index: torch.Tensor  # (B,) long, -1 = no other video in the batch
-    spans: list[torch.Tensor]  # (n_i, 2) normalised (cx, w), at most MAX_WINDOWS
-    saliency_labels: torch.Tensor  # (B, L) 0/1 window mask
-    saliency_all_labels: torch.Tensor  # (B, L) graded labels (rank-contrastive loss)
-    saliency_pos_labels: torch.Tensor  # (B, 2) long: clips inside (hinge)
-    saliency_neg_labels: torch.Tensor  # (B, 2) long: clips outside (hinge)
-    samples: list[GroundingSample]
-    clip_lens: list[float]
-    coverages: list[float]
-
-    def to(self, device: torch.device | str) -> Batch:
-        """The batch with every tensor moved to ``device``."""
-
-        def move(t: torch.Tensor | None) -> Any:
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Batch(
-            video_feats=move(self.video_feats),
-            video_mask=move(self.video_mask),
-            text_feats=move(self.text_feats),
-            text_mask=move(self.text_mask),
-            hard_neg_text_feats=move(self.hard_neg_text_feats),
-            hard_neg_text_mask=move(self.hard_neg_text_mask),
-            hard_neg_valid=move(self.hard_neg_valid),
-            inbatch_neg_index=move(self.inbatch_neg_index),
-            spans=[move(s) for s in self.spans],
-            saliency_labels=move(self.saliency_labels),
-            saliency_all_labels=move(self.saliency_all_labels),
-            saliency_pos_labels=move(self.saliency_pos_labels),
-            saliency_neg_labels=move(self.saliency_neg_labels),
-            samples=self.samples,
-            clip_lens=self.clip_lens,
-            coverages=self.coverages,
-        )
-
-    def model_inputs(self, *, hard_negatives: bool, inbatch: bool) -> dict[str, Any]:
-        """Keyword arguments of the model's forward (negatives only when asked for)."""
-        inputs: dict[str, Any] = {
-            "video_feats": self.video_feats,
-            "video_mask": self.video_mask,
-            "text_feats": self.text_feats,
-            "text_mask": self.text_mask,
-        }
-        if hard_negatives and self.hard_neg_text_feats is not None:
-            inputs["hard_neg_text_feats"] = self.hard_neg_text_feats
-            inputs["hard_neg_text_mask"] = self.hard_neg_text_mask
-        if inbatch:
-            inputs["inbatch_neg_index"] = self.inbatch_neg_index
-        return inputs
-
-    def targets(self) -> dict[str, Any]:
-        """The criterion's targets."""
-        return {
-            "spans": self.spans,
-            "saliency_labels": self.saliency_labels,
-            "saliency_all_labels": self.saliency_all_labels,
-            "saliency_pos_labels": self.saliency_pos_labels,
-            "saliency_neg_labels": self.saliency_neg_labels,
-            "video_mask": self.video_mask,
-            "hard_neg_valid": self.hard_neg_valid,
-        }
+def most_common_levels(samples: Sequence[GroundingSample]) -> int:
+    """The level count of most queries that have negatives (the larger on a tie; 0: none)."""
+    counts = Counter(len(s.negatives) for s in samples if s.negatives)
+    return max(counts, key=lambda count: (counts[count], count)) if counts else 0
 
 
-def _pad(arrays: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
-    dim = arrays[0].shape[1]
-    out = np.zeros((len(arrays), length, dim), dtype=np.float32)
-    mask = np.zeros((len(arrays), length), dtype=np.float32)
-    for i, array in enumerate(arrays):
-        out[i, : array.shape[0]] = array
-        mask[i, : array.shape[0]] = 1.0
-    return out, mask
+def check_levels(
+    samples: Sequence[GroundingSample],
+    levels: int | None = None,
+    *,
+    source: str | Path | None = None,
+) -> tuple[list[GroundingSample], LevelReport]:
+    """The run's level count and the samples, off-level queries without valid negatives.
 
-
-def inbatch_negative_index(
-    vids: Sequence[str], rng: np.random.Generator, mode: InbatchNegative = "other_video"
-) -> np.ndarray:
-    """For each row, a random row of another video (-1 when the batch has no other video).
-
-    ``next_row`` reproduces the originals instead: the next row of the batch (the last row
-    takes the first), which may be another query of the same video (defect 6).
+    ``levels`` is what the run expects (a resumed run's, or ``loss.shine.levels``); by
+    default it is taken from the data (:func:`most_common_levels`). A data set in which no
+    query has that many levels is an error; single queries with another count keep training
+    on L_base + L_cr (see :meth:`LevelReport.summary`).
     """
-    vids = list(vids)
-    if mode == "next_row":
-        return (np.arange(len(vids), dtype=np.int64) + 1) % max(len(vids), 1)
-    index = np.full(len(vids), -1, dtype=np.int64)
-    for i, vid in enumerate(vids):
-        others = [j for j, other in enumerate(vids) if other != vid]
-        if others:
-            index[i] = others[int(rng.integers(len(others)))]
-    return index
-
-
-def span_targets(spans: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """All windows, or a random :data:`MAX_WINDOWS` of them when there are more."""
-    if len(spans) <= MAX_WINDOWS:
-        return spans
-    return spans[np.sort(rng.permutation(len(spans))[:MAX_WINDOWS])]
-
-
-class Collator:
-    """Pads a list of :class:`Item` into a :class:`Batch`.
-
-    The hinge's clip pairs, the windows kept of rows with more than five and the in-batch
-    negatives are drawn from a generator seeded by (seed, epoch, the batch's qids), so they
-    do not depend on DataLoader workers and a resumed run draws the same ones.
-    """
-
-    def __init__(
-        self,
-        seed: int = 0,
-        *,
-        with_negatives: bool = False,
-        inbatch: InbatchNegative = "other_video",
-    ) -> None:
-        self.seed = seed
-        self.epoch = 0
-        self.with_negatives = with_negatives
-        self.inbatch = inbatch
-
-    def __call__(self, items: Sequence[Item]) -> Batch:
-        videos, video_mask = _pad([it.video for it in items], max(len(it.video) for it in items))
-        texts, text_mask = _pad([it.text for it in items], max(len(it.text) for it in items))
-        samples = [it.sample for it in items]
-        key = zlib.crc32("\x1f".join(s.qid for s in samples).encode())
-        rng = np.random.default_rng([self.seed, self.epoch, key])
-        labels = np.zeros(video_mask.shape, dtype=np.float32)
-        graded = np.zeros(video_mask.shape, dtype=np.float32)
-        pos_clips, neg_clips = [], []
-        for i, it in enumerate(items):
-            labels[i, : len(it.saliency)] = it.saliency
-            graded[i, : len(it.saliency_graded)] = it.saliency_graded
-            pos, neg = saliency_pairs(it.sample, it.clip_len, len(it.video), rng)
-            pos_clips.append(pos)
-            neg_clips.append(neg)
-        spans = [torch.from_numpy(span_targets(it.spans, rng)) for it in items]
-        neg_feats = neg_mask = None
-        valid = np.array([it.hard_negatives is not None for it in items], dtype=bool)
-        if self.with_negatives:
-            # Rows without valid negatives repeat their own query: finite inputs whose
-            # scores the criterion ignores (hard_neg_valid=False).
-            per_row = [
-                it.hard_negatives if it.hard_negatives is not None else [it.text] * 3
-                for it in items
-            ]
-            flat = [t for row in per_row for t in row]
-            padded, mask = _pad(flat, max(len(t) for t in flat))
-            neg_feats = torch.from_numpy(
-                padded.reshape(len(items), NUM_HARD_NEGATIVES, *padded.shape[1:])
-            )
-            neg_mask = torch.from_numpy(mask.reshape(len(items), NUM_HARD_NEGATIVES, -1))
-        return Batch(
-            video_feats=torch.from_numpy(videos),
-            video_mask=torch.from_numpy(video_mask),
-            text_feats=torch.from_numpy(texts),
-            text_mask=torch.from_numpy(text_mask),
-            hard_neg_text_feats=neg_feats,
-            hard_neg_text_mask=neg_mask,
-            hard_neg_valid=torch.from_numpy(valid),
-            inbatch_neg_index=torch.from_numpy(
-                inbatch_negative_index([s.vid for s in samples], rng, self.inbatch)
-            ),
-            spans=spans,
-            saliency_labels=torch.from_numpy(labels),
-            saliency_all_labels=torch.from_numpy(graded),
-            saliency_pos_labels=torch.tensor(pos_clips, dtype=torch.long),
-            saliency_neg_labels=torch.tensor(neg_clips, dtype=torch.long),
-            samples=samples,
-            clip_lens=[it.clip_len for it in items],
-            coverages=[it.coverage for it in items],
+    counts = Counter(len(s.negatives) for s in samples if s.negatives)
+    found = most_common_levels(samples)
+    if levels is None:
+        levels = found
+    elif counts and levels not in counts:
+        raise ConfigError(
+            f"{source or 'TRAIN'}: the queries have {found} hard-negative levels but the run "
+            f"expects {levels} (loss.shine.levels)"
         )
+    kept: list[GroundingSample] = []
+    examples: list[str] = []
+    for sample in samples:
+        if sample.negatives and len(sample.negatives) != levels:
+            if len(examples) < 3:
+                examples.append(sample.qid)
+            sample = dataclasses.replace(sample, negatives_valid=False)
+        kept.append(sample)
+    return kept, LevelReport(levels, dict(sorted(counts.items())), tuple(examples))

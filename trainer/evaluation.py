@@ -38,7 +38,8 @@ from pydantic import BaseModel, Field
 from negforge.atomic import atomic_open, atomic_write_text
 
 if TYPE_CHECKING:
-    from negforge.trainer.data import Batch, GroundingSample
+    from negforge.trainer.data import GroundingSample
+    from negforge.trainer.dataset import Batch
 
 #: IoU thresholds of R1 and mAP: 0.5, 0.55, ..., 0.95.
 IOU_THRESHOLDS: tuple[float, ...] = tuple(float(f"{t:.2f}") for t in np.linspace(0.5, 0.95, 10))

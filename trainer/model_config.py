@@ -1,10 +1,13 @@
-"""Model and loss settings (pydantic) with the defaults of the paper and REFERENCE.md."""
+"""Model and loss settings (pydantic) with the defaults of the paper and the originals."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from negforge.errors import ConfigError
 
 Backbone = Literal["moment_detr", "qd_detr"]
 FineRankingMode = Literal["chain", "anchored"]
@@ -77,13 +80,23 @@ class ShineConfig(BaseModel):
     q: int = Field(8, ge=1, description="top-k ratio of Eq. 2: k = max(1, floor(T+/q))")
     h1: float = Field(1.0, description="margin of L_intra (Eq. 1)")
     h2: float = Field(2.0, description="margin of L_inter (Eq. 1)")
-    margins: tuple[float, float, float, float] = Field(
-        (0.25, 0.25, 0.25, 0.25), description="m0..m3 of Eq. 3"
+    levels: int | None = Field(
+        None,
+        ge=1,
+        description="hard-negative levels per query, K (Eq. 3 has K + 1 hinge terms; "
+        "default: those of TRAIN, recorded in the run's config)",
+    )
+    margins: tuple[float, ...] = Field(
+        (0.25,),
+        min_length=1,
+        description="m0..mK of Eq. 3, one per hinge term, or one value for every term",
     )
     use_intra: bool = Field(True, description="L_intra term of Eq. 1 (Table 3)")
     use_inter: bool = Field(True, description="L_inter term of Eq. 1 (Table 3)")
-    fine_terms: tuple[bool, bool, bool, bool] = Field(
-        (True, True, True, True), description="the four hinge terms of Eq. 3 (Table 4)"
+    fine_terms: tuple[bool, ...] = Field(
+        (True,),
+        min_length=1,
+        description="each hinge term of Eq. 3 on/off (Table 4), one per term or one for all",
     )
     intra_replaces_base_saliency: bool = Field(
         False, description="drop the backbone's in/out-of-window hinge when L_intra is on"
@@ -92,9 +105,35 @@ class ShineConfig(BaseModel):
         "chain", description="chain d1<d2<d3<d4<d5 (Eq. 3) or anchored on d2 (released code)"
     )
 
+    @model_validator(mode="after")
+    def _one_value_per_term(self) -> ShineConfig:
+        if self.levels is not None:
+            terms = self.levels + 1
+            for name in ("margins", "fine_terms"):
+                count = len(getattr(self, name))
+                if count not in (1, terms):
+                    raise ValueError(
+                        f"loss.shine.{name} has {count} values but {self.levels} hard-negative "
+                        f"levels make {terms} hinge terms in L_fr: give {terms} values or one"
+                    )
+        return self
+
+    def with_levels(self, levels: int, *, source: str | Path | None = None) -> ShineConfig:
+        """These settings for data with ``levels`` hard-negative levels (checked)."""
+        if self.levels is not None and self.levels != levels:
+            raise ConfigError(
+                f"{source or 'TRAIN'}: the queries have {levels} hard-negative levels but "
+                f"loss.shine.levels is {self.levels}"
+            )
+        try:
+            return ShineConfig.model_validate({**self.model_dump(), "levels": levels})
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{source or 'TRAIN'}: {reason}") from exc
+
 
 class LossConfig(BaseModel):
-    """Weights of L_base (REFERENCE.md) and the SHINE settings."""
+    """Weights of L_base (the originals' ``SetCriterion``) and the SHINE settings."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -20,7 +20,10 @@ Choices the paper leaves open (documented here, tested in tests/test_shine_losse
 * In Eq. 4, T is the number of valid clips of the row and the sum runs over valid clips.
   log(sigma(s)) is computed as ``logsigmoid(s)``, which is exact and never log(0), so no
   clamping is needed.
-* L_fr rows: ``row_mask`` (rows whose three hard negatives are valid) and at least one valid
+* L_fr takes any number K >= 1 of hard-negative levels (the paper and the released code: 3):
+  the chain of Eq. 3 then has K + 2 distances and K + 1 hinge terms, and K = 3 is exactly
+  Eq. 3. Margins and term switches are given per term, or as one value for every term.
+* L_fr rows: ``row_mask`` (rows whose hard negatives are valid) and at least one valid
   clip; the last term (which uses the in-batch negative S_n) additionally needs
   ``inbatch_row_mask``. Each term is averaged over its eligible rows.
 * A loss with no eligible row is an exact 0 that stays connected to the graph.
@@ -28,13 +31,16 @@ Choices the paper leaves open (documented here, tested in tests/test_shine_losse
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from negforge.trainer.model_config import ShineConfig
+
+_T = TypeVar("_T")
 
 
 def _masked_row_mean(values: Tensor, rows: Tensor) -> Tensor:
@@ -179,11 +185,12 @@ def fine_ranking_distances(
     window_mask: Tensor,
     valid_mask: Tensor,
 ) -> Tensor:
-    """The five distances of Eq. 3 per row, (B, 5).
+    """The K + 2 distances of Eq. 3 per row, (B, K + 2) for (B, K, T) hard negatives.
 
-    d1 = d(Y, S_p) with Y the 0/1 window mask; d2..d4 = d(S_p, S_hn^1..3);
-    d5 = d(S_p, S_n). The teacher y = sigma(S_p) is detached, so the student side
-    (the negatives' scores) receives the gradient; d1 trains S_p towards the window.
+    d1 = d(Y, S_p) with Y the 0/1 window mask; d2..d(K+1) = d(S_p, S_hn^1..K);
+    d(K+2) = d(S_p, S_n) (K = 3: d1..d5). The teacher y = sigma(S_p) is detached, so the
+    student side (the negatives' scores) receives the gradient; d1 trains S_p towards the
+    window.
     """
     valid = valid_mask.to(torch.bool)
     window = (window_mask.to(torch.bool) & valid).to(pos_scores.dtype)
@@ -194,6 +201,15 @@ def fine_ranking_distances(
     return torch.cat((d1[:, None], d_hard, d5[:, None]), dim=1)
 
 
+def _per_term(values: Sequence[_T], terms: int, name: str) -> tuple[_T, ...]:
+    """``values`` for ``terms`` hinge terms: one each, or one value for all of them."""
+    if len(values) == 1:
+        return tuple(values) * terms
+    if len(values) != terms:
+        raise ValueError(f"{name}: {len(values)} values for {terms} hinge terms of L_fr")
+    return tuple(values)
+
+
 def fine_ranking_terms(
     pos_scores: Tensor,
     hard_neg_scores: Tensor,
@@ -201,14 +217,18 @@ def fine_ranking_terms(
     window_mask: Tensor,
     valid_mask: Tensor,
     *,
-    margins: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
+    margins: Sequence[float] = (0.25,),
     mode: Literal["chain", "anchored"] = "chain",
     row_mask: Tensor | None = None,
     inbatch_row_mask: Tensor | None = None,
 ) -> Tensor:
-    """The four hinge terms of Eq. 3, each averaged over its eligible rows: (4,)."""
+    """The K + 1 hinge terms of Eq. 3, each averaged over its eligible rows: (K + 1,)."""
     if mode not in ("chain", "anchored"):
         raise ValueError(f"fine ranking mode must be 'chain' or 'anchored', got {mode!r}")
+    levels = hard_neg_scores.shape[1]
+    if levels < 1:
+        raise ValueError("L_fr needs at least one hard-negative level")
+    margins = _per_term(margins, levels + 1, "margins")
     valid = valid_mask.to(torch.bool)
     batch = pos_scores.shape[0]
     if inbatch_neg_scores is None:
@@ -217,19 +237,19 @@ def fine_ranking_terms(
         inbatch_row_mask = torch.zeros(batch, dtype=torch.bool, device=pos_scores.device)
     d = fine_ranking_distances(pos_scores, hard_neg_scores, inbatch_neg_scores, window_mask, valid)
     margin = torch.tensor(margins, dtype=d.dtype, device=d.device)
-    # chain (Eq. 3):  [m0 + d1 - d2]+ + [m1 + d2 - d3]+ + [m2 + d3 - d4]+ + [m3 + d4 - d5]+
-    # anchored on d2: [m0 + d1 - d2]+ + [m1 + d2 - d3]+ + [m2 + d2 - d4]+ + [m3 + d2 - d5]+
-    anchored_lower = torch.cat((d[:, 0:1], d[:, 1:2].expand(-1, 3)), dim=1)
-    lower = d[:, 0:4] if mode == "chain" else anchored_lower
-    upper = d[:, 1:5]
-    hinge = F.relu(margin + lower - upper)  # (B, 4)
+    # K = 3, chain (Eq. 3): [m0 + d1 - d2]+ + [m1 + d2 - d3]+ + [m2 + d3 - d4]+ + [m3 + d4 - d5]+
+    # anchored on d2:       [m0 + d1 - d2]+ + [m1 + d2 - d3]+ + [m2 + d2 - d4]+ + [m3 + d2 - d5]+
+    anchored_lower = torch.cat((d[:, 0:1], d[:, 1:2].expand(-1, levels)), dim=1)
+    lower = d[:, : levels + 1] if mode == "chain" else anchored_lower
+    upper = d[:, 1:]
+    hinge = F.relu(margin + lower - upper)  # (B, K + 1)
     rows = valid.any(dim=1)
     if row_mask is not None:
         rows = rows & row_mask.to(torch.bool)
     last_rows = rows
     if inbatch_row_mask is not None:
         last_rows = rows & inbatch_row_mask.to(torch.bool)
-    eligible = torch.stack((rows, rows, rows, last_rows), dim=1)  # (B, 4)
+    eligible = torch.stack((*[rows] * levels, last_rows), dim=1)  # (B, K + 1)
     summed = torch.where(eligible, hinge, torch.zeros_like(hinge)).sum(dim=0)
     return summed / eligible.sum(dim=0).clamp(min=1).to(hinge.dtype)
 
@@ -241,8 +261,8 @@ def fine_ranking_loss(
     window_mask: Tensor,
     valid_mask: Tensor,
     *,
-    margins: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
-    terms: tuple[bool, bool, bool, bool] = (True, True, True, True),
+    margins: Sequence[float] = (0.25,),
+    terms: Sequence[bool] = (True,),
     mode: Literal["chain", "anchored"] = "chain",
     row_mask: Tensor | None = None,
     inbatch_row_mask: Tensor | None = None,
@@ -256,18 +276,22 @@ def fine_ranking_loss(
     * ``mode="anchored"`` (the released code's other mode):
       [m0+d1-d2]+ + [m1+d2-d3]+ + [m2+d2-d4]+ + [m3+d2-d5]+
 
+    K hard-negative levels extend the chain to d1..d(K+2) and K + 1 terms (anchored: every
+    term after the first is [m_i + d2 - d(i+2)]+).
+
     Args:
-        pos_scores: (B, T) S_p. hard_neg_scores: (B, 3, T) S_hn^1..3.
-        inbatch_neg_scores: (B, T) S_n or None (the fourth term is then 0).
+        pos_scores: (B, T) S_p. hard_neg_scores: (B, K, T) S_hn^1..K (K = 3 in the paper).
+        inbatch_neg_scores: (B, T) S_n or None (the last term is then 0).
         window_mask, valid_mask: (B, T) as in ``coarse_ranking_loss``.
-        margins: m0..m3. terms: switch each hinge term on/off (Table 4).
+        margins: m0..mK, or one margin for every term. terms: switch each hinge term on/off
+            (Table 4), or one switch for all.
         row_mask: (B,) rows whose hard negatives are valid (default: all).
         inbatch_row_mask: (B,) rows whose in-batch negative is valid (default: all).
 
     Returns:
         Scalar: the enabled terms, each averaged over its eligible rows.
     """
-    per_term = fine_ranking_terms(
+    per_term_losses = fine_ranking_terms(
         pos_scores,
         hard_neg_scores,
         inbatch_neg_scores,
@@ -278,8 +302,9 @@ def fine_ranking_loss(
         row_mask=row_mask,
         inbatch_row_mask=inbatch_row_mask,
     )
-    switch = torch.tensor(terms, dtype=torch.bool, device=per_term.device)
-    return torch.where(switch, per_term, torch.zeros_like(per_term)).sum()
+    switches = _per_term(terms, per_term_losses.shape[0], "terms")
+    switch = torch.tensor(switches, dtype=torch.bool, device=per_term_losses.device)
+    return torch.where(switch, per_term_losses, torch.zeros_like(per_term_losses)).sum()
 
 
 def shine_losses(
@@ -298,7 +323,8 @@ def shine_losses(
     Rows whose hard negatives are missing or invalid (``hard_neg_valid`` false) get L_cr only;
     rows without a valid in-batch negative (``inbatch_valid`` false) lose L_inter and the
     last fine term. Returns ``loss_intra``, ``loss_inter``, ``loss_cr``, ``loss_fr``,
-    ``loss_fr_0..3`` (unweighted, disabled parts reported as 0) and ``loss_shine``
+    ``loss_fr_0..K`` (one per hinge term for K levels: those of ``hard_neg_scores``, else
+    ``cfg.levels``; unweighted, disabled parts reported as 0) and ``loss_shine``
     (= alpha * loss_cr + beta * loss_fr).
     """
     zero = pos_scores.sum() * 0.0
@@ -316,6 +342,11 @@ def shine_losses(
     inter = coarse.inter if cfg.use_inter else zero
     parts = {"loss_intra": intra, "loss_inter": inter, "loss_cr": intra + inter}
     if hard_neg_scores is not None:
+        if cfg.levels is not None and hard_neg_scores.shape[1] != cfg.levels:
+            raise ValueError(
+                f"{hard_neg_scores.shape[1]} hard-negative levels scored, "
+                f"loss.shine.levels is {cfg.levels}"
+            )
         per_term = fine_ranking_terms(
             pos_scores,
             hard_neg_scores,
@@ -327,13 +358,14 @@ def shine_losses(
             row_mask=hard_neg_valid,
             inbatch_row_mask=inbatch_valid,
         )
-        switch = torch.tensor(cfg.fine_terms, dtype=torch.bool, device=per_term.device)
+        switches = _per_term(cfg.fine_terms, per_term.shape[0], "fine_terms")
+        switch = torch.tensor(switches, dtype=torch.bool, device=per_term.device)
         per_term = torch.where(switch, per_term, torch.zeros_like(per_term))
         fine = per_term.sum()
         terms = list(per_term.unbind())
     else:
         fine = zero
-        terms = [zero] * 4
+        terms = [zero] * (cfg.levels + 1 if cfg.levels else 0)
     parts["loss_fr"] = fine
     for index, term in enumerate(terms):
         parts[f"loss_fr_{index}"] = term

@@ -222,7 +222,8 @@ class TextToVideoLayer(nn.Module):
 def head_major_t2v_mask(
     video_padding: Tensor, text_padding: Tensor, heads: int, groups: tuple[int, ...]
 ) -> Tensor:
-    """The original QD-DETR's text-to-video ``attn_mask`` (a documented defect), reproduced.
+    """The original QD-DETR's text-to-video ``attn_mask``, reproduced (``t2v_mask=head_major``;
+    docs/trainer_model.md, "Deliberate differences from the authors' release").
 
     QD-DETR blocks (clip i, token j) when both are padding and lays the (B, L, N) mask out as
     ``.repeat(nhead, 1, 1)``: head h of sample b then reads sample (b * nhead + h) mod B's

@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "pipeline_commands",
     "generate_commands",
     "local_llm_commands",
+    "plausibility_commands",
     "train_commands",
     "sweep_commands",
     "report_commands",

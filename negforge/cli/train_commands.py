@@ -205,7 +205,7 @@ def train_command(
 ) -> None:
     """Train Moment-DETR / QD-DETR with SHINE's coarse-to-fine saliency ranking."""
     from negforge.trainer.config import build_config
-    from negforge.trainer.engine import train as run_training
+    from negforge.trainer.run import train as run_training
 
     overrides: dict[str, Any] = {}
     for dotted, param, _ in config_flags():
@@ -257,7 +257,7 @@ def _train_interrupted(output: Path) -> Interrupted:
     if not last.is_file():
         return Interrupted(f"interrupted before the first epoch ended: {output} holds no "
                            "checkpoint yet (start again)")  # fmt: skip
-    from negforge.trainer.engine import read_checkpoint
+    from negforge.trainer.checkpoints import read_checkpoint
 
     epoch = int(read_checkpoint(last)["epoch"]) + 1
     return Interrupted(f"interrupted: {last} holds epoch {epoch}; continue with the same "
@@ -286,8 +286,8 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate a checkpoint: R1@0.5, R1@0.7, mIoU, MR-mAP per split (and per composition type)."""
+    from negforge.trainer.checkpoint_eval import evaluate_checkpoint
     from negforge.trainer.config import EvalSplit
-    from negforge.trainer.engine import evaluate_checkpoint
 
     if output is None:
         run_dir = (

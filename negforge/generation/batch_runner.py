@@ -10,7 +10,7 @@ goes out together. :func:`batch_cost` prices a run (batch answers at the batch p
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from negforge.errors import ConfigError
 from negforge.generation.accounting import cost_usd
@@ -24,6 +24,9 @@ from negforge.generation.journal import RunJournal
 from negforge.generation.progress import RunProgress
 from negforge.generation.prompts import PromptTemplate
 from negforge.generation.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from negforge.plausibility.gate import PlausibilityGate
 
 __all__ = ["BatchReport", "batch_cost", "check_batch_backend", "run_batch_jobs"]
 
@@ -50,8 +53,10 @@ async def run_batch_jobs(
     record: Callable[[QueryOutcome], None],
     journal: RunJournal,
     progress: RunProgress,
+    gate: PlausibilityGate | None = None,
 ) -> BatchReport:
-    """Fill every job through the Batch API; ``record`` gets each outcome as it finishes."""
+    """Fill every job through the Batch API; ``record`` gets each outcome as it finishes
+    (``gate``: ``--min-plausibility``, implausible levels are re-asked like invalid ones)."""
     from negforge.generation.runner import _run_jobs
 
     check_batch_backend(spec)
@@ -65,6 +70,7 @@ async def run_batch_jobs(
         filler = LLMFiller(
             config=config, spec=spec, client=client, template=template, dictionary=dictionary,
             cache=cache, limiter=RateLimiter(),  # the API queues batches itself
+            gate=gate,
         )  # fmt: skip
         client.live = len(jobs)
 

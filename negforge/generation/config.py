@@ -20,6 +20,7 @@ CACHE_DIR_ENV = "NEGFORGE_CACHE_DIR"
 
 OnInvalid = Literal["drop", "random", "keep"]
 OnFailed = Literal["error", "random", "drop"]
+LocalFill = Literal["rank", "generate"]
 ClientKind = Literal["auto", "openai", "litellm"]
 ResponseFormatKind = Literal["auto", "json_schema", "json_object", "none"]
 BatchRetry = Literal["batch", "online"]
@@ -44,10 +45,15 @@ _OUTPUT_SETTINGS = (
     "response_format",
     "constrain_fills",
     "limit",
+    "min_plausibility",
 )
+#: Output settings that only exist for ``llm: local`` (left out of other runs' provenance).
+_LOCAL_OUTPUT_SETTINGS = ("local_fill", "local_model", "rank_candidates", "rank_top_k")
 #: Defaults for ``llm: local`` (a small CPU model behind a one-slot llama.cpp server):
 #: a shorter prompt, one request at a time, patient timeouts. Explicit settings win.
 LOCAL_DEFAULTS: dict[str, Any] = {"dict_sample": 15, "concurrency": 1, "timeout_s": 600.0}
+#: Queries in flight for ``llm: local`` with the rank fill (their decodes share batches).
+RANK_CONCURRENCY = 16
 
 
 def default_cache_dir() -> Path:
@@ -136,11 +142,33 @@ class GenerateConfig(BaseModel):
                                  description="bytes per batch input file")
     batch_completion_window: str = "24h"
 
+    local_fill: LocalFill = Field(
+        default="rank",
+        description="llm=local: 'rank' ranks dictionary words by the model's likelihood of "
+        "the filled sentence (in process); 'generate' asks serve-local's chat model for free "
+        "text through a grammar",
+    )
+    local_model: Path | None = Field(
+        default=None, description="llm=local, rank fill: the GGUF file (None: SmolLM2)"
+    )
+    rank_candidates: int = Field(
+        default=8, ge=1, description="rank fill: prefiltered candidates scored per mask"
+    )
+    rank_top_k: int = Field(default=3, ge=1, description="rank fill: sample among the k best")
+    min_plausibility: float | None = Field(
+        default=None,
+        description="re-ask or flag negatives whose plausibility (-Delta NLL under the local "
+        "model, nats/token) is below this; None: off",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _local_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("llm") == LOCAL_BACKEND:
-            return {**LOCAL_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+            defaults = dict(LOCAL_DEFAULTS)
+            if data.get("local_fill") != "generate":
+                defaults["concurrency"] = RANK_CONCURRENCY
+            return {**defaults, **{k: v for k, v in data.items() if v is not None}}
         return data
 
     @model_validator(mode="after")
@@ -149,6 +177,9 @@ class GenerateConfig(BaseModel):
             raise ValueError("api_base makes no sense with llm=random")
         if self.batch and self.llm == RANDOM_BACKEND:
             raise ValueError("batch makes no sense with llm=random (nothing is sent)")
+        if self.batch and self.rank_fill:
+            raise ValueError("batch makes no sense with the rank fill (llm=local ranks words "
+                             "in process; local_fill=generate goes through serve-local)")
         return self
 
     @property
@@ -162,9 +193,17 @@ class GenerateConfig(BaseModel):
     def is_random(self) -> bool:
         return self.llm == RANDOM_BACKEND
 
+    @property
+    def rank_fill(self) -> bool:
+        """``llm: local`` with the in-process rank fill (not serve-local's free generation)."""
+        return self.llm == LOCAL_BACKEND and self.local_fill == "rank"
+
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that decide the output (stored in provenance, part of the run key)."""
-        return {name: getattr(self, name) for name in _OUTPUT_SETTINGS}
+        names: tuple[str, ...] = _OUTPUT_SETTINGS
+        if self.llm == LOCAL_BACKEND:
+            names = (*names, *_LOCAL_OUTPUT_SETTINGS)
+        return {name: getattr(self, name) for name in names}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from negforge.artifacts import MaskedLevel
 from negforge.generation.answers import parse_answer
@@ -57,6 +57,9 @@ from negforge.generation.validation import (
     validate_query,
 )
 
+if TYPE_CHECKING:
+    from negforge.plausibility.gate import PlausibilityGate
+
 #: Row reason when a query's backend calls failed after every retry (not a validation code).
 BACKEND_ERROR = "backend_error"
 #: ``fallback`` of a row filled by the random baseline because its backend calls failed.
@@ -73,6 +76,8 @@ REASK_TEXT: dict[str, str] = {
     "duplicate_level": "this level repeats another level",
     "not_in_dictionary": "use words from the dictionary lists",
     "wrong_type": "use a word of the type given for that <mask>",
+    "implausible": "the sentence is far less natural than the original; choose words that "
+    "make a fluent, believable sentence",
 }
 
 
@@ -213,9 +218,11 @@ def finish_rows(
 class RandomFiller:
     """The paper's random-sample baseline: dictionary words of the masked word's type."""
 
-    def __init__(self, config: GenerateConfig, dictionary: WordSource) -> None:
+    def __init__(self, config: GenerateConfig, dictionary: WordSource,
+                 gate: PlausibilityGate | None = None) -> None:  # fmt: skip
         self.config = config
         self.dictionary = dictionary
+        self.gate = gate  # --min-plausibility: implausible levels are flagged
         self.meta = RANDOM_META
 
     async def fill(self, job: QueryJob) -> QueryOutcome:
@@ -228,6 +235,8 @@ class RandomFiller:
             dictionary=self.dictionary,
             require_dict_words=self.config.require_dict_words,
         )
+        if self.gate is not None:
+            results = await self.gate.check(job.levels[0].query, results)
         rows = finish_rows(
             job,
             results,
@@ -266,9 +275,11 @@ class LLMFiller:
         dictionary: WordSource,
         cache: ResponseCache | None,
         limiter: RateLimiter,
+        gate: PlausibilityGate | None = None,
         stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
+        self.gate = gate  # --min-plausibility: implausible levels are asked again
         self.stopping = stopping or (lambda: False)
         self.spec = spec
         self.client = client
@@ -394,6 +405,8 @@ class LLMFiller:
                     for old, new in zip(results, fresh, strict=True)
                 ]
                 results = self._validate(job, chosen)
+            if self.gate is not None:
+                results = await self.gate.check(job.levels[0].query, results)
             chosen_valid = [result.valid for result in results]
             if all(chosen_valid):
                 break

@@ -9,8 +9,10 @@ from typing import Any
 class RunProgress:
     """A progress bar over queries; a no-op when ``quiet``."""
 
-    def __init__(self, total: int, *, quiet: bool, description: str = "generate") -> None:
+    def __init__(self, total: int, *, quiet: bool, description: str = "generate",
+                 unit: str = "q") -> None:  # fmt: skip
         self.total = total
+        self.unit = unit
         self.cache_hits = 0
         self.errors = 0
         self._progress: Any = None
@@ -59,8 +61,8 @@ class RunProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def advance(self, *, cache_hits: int = 0, errors: int = 0) -> None:
-        """One more query finished."""
+    def advance(self, *, cache_hits: int = 0, errors: int = 0, steps: int = 1) -> None:
+        """``steps`` more items (queries) finished."""
         self.cache_hits += cache_hits
         self.errors += errors
         if self._progress is None:
@@ -69,8 +71,8 @@ class RunProgress:
         speed = task.speed
         self._progress.update(
             self._task,
-            advance=1,
-            rate=f"{speed:.1f} q/s" if speed else "",
+            advance=steps,
+            rate=f"{speed:.1f} {self.unit}/s" if speed else "",
             cache_hits=self.cache_hits,
             errors=self.errors,
         )

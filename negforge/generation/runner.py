@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pydantic import TypeAdapter, ValidationError
@@ -59,6 +59,9 @@ from negforge.generation.progress import RunProgress
 from negforge.generation.prompts import PromptTemplate, level_key, load_template
 from negforge.generation.ratelimit import RateLimiter
 from negforge.generation.sampling import FrozenDictionary
+
+if TYPE_CHECKING:
+    from negforge.plausibility.gate import PlausibilityGate
 
 __all__ = [
     "GenerationEstimate",
@@ -180,6 +183,10 @@ def _run_key(
         "backend": [spec.provider, spec.model, spec.wire_format] if spec else "random",
         "template": template.label if template else None,
     }
+    if config.rank_fill:  # the fill method's version: a changed method is another run
+        from negforge.generation.rank_fill import RANK_VERSION
+
+        document["method"] = RANK_VERSION
     encoded = json.dumps(document, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()
 
@@ -395,6 +402,10 @@ def generate_negatives(
         _check_dictionary(jobs, dictionary, dictionary_path, masked_path)
     template = _template_for(config)
     spec = None if config.is_random else resolve_backend(config)
+    if config.rank_fill:
+        from negforge.generation.rank_fill import rank_backend_spec
+
+        spec = rank_backend_spec(config)
     input_hashes = [artifact_sha256(masked_path), sha256_file(dictionary_path)]
     run_key = _run_key(config, spec, template, input_hashes)
 
@@ -403,7 +414,8 @@ def generate_negatives(
     if config.resume:
         finished.update(_finished_rows_of_output(output_path, run_key))
     # The cache first: a cache that cannot be opened stops the run before any file is made.
-    cache = (None if spec is None or config.no_cache
+    # (the rank fill asks no server: nothing to cache)
+    cache = (None if spec is None or config.no_cache or config.rank_fill
              else BatchedWriteCache(config.resolved_cache_dir()))  # fmt: skip
     try:
         journal = RunJournal.open(journal_path_for(output_path), run_key, resume=config.resume)
@@ -443,17 +455,27 @@ def generate_negatives(
                 )
 
             if pending:
-                if spec is None or template is None:
-                    random_filler = RandomFiller(config, dictionary)
-                    asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
-                else:
-                    if config.batch:
+                from negforge.plausibility.gate import open_gate
+
+                with open_gate(config) as gate:  # None unless --min-plausibility
+                    if spec is None or template is None:
+                        random_filler = RandomFiller(config, dictionary, gate)
+                        asyncio.run(_run_jobs(pending, random_filler.fill, record, 1))
+                    elif config.rank_fill:
+                        from negforge.generation.rank_fill import run_rank_fill
+
+                        asyncio.run(run_rank_fill(
+                            pending, config, dictionary, dictionary_path, gate,
+                            lambda fill: _run_jobs(pending, fill, record, config.concurrency,
+                                                   doomed),
+                        ))  # fmt: skip
+                    elif config.batch:
                         batch_summary = _run_batch(pending, config, spec, template, dictionary,
-                                                   cache, record, journal, progress)  # fmt: skip
+                                                   cache, record, journal, progress,
+                                                   gate)  # fmt: skip
                     else:
-                        llm_run = _run_llm(
-                            pending, config, spec, template, dictionary, cache, record, doomed
-                        )
+                        llm_run = _run_llm(pending, config, spec, template, dictionary, cache,
+                                           record, doomed, gate)  # fmt: skip
                         asyncio.run(llm_run)
     except FatalCallError as exc:
         journal.keep()
@@ -491,11 +513,16 @@ def generate_negatives(
 
     meta_backend = "random" if spec is None else spec.provider
     meta_model = "random" if spec is None else spec.model
+    prompt_label = template.label if template else None
+    if config.rank_fill:  # no prompt: the rows' prompt_version names the fill method
+        from negforge.generation.rank_fill import RANK_VERSION
+
+        prompt_label = RANK_VERSION
     summary = _summarise(
         config=config,
         meta_backend=meta_backend,
         meta_model=meta_model,
-        prompt_label=template.label if template else None,
+        prompt_label=prompt_label,
         all_rows=generated_rows,
         queries=len(jobs),
         resumed=len(finished),
@@ -519,7 +546,7 @@ def generate_negatives(
             "backend": meta_backend,
             "model": meta_model,
             "api_base": redact_url(spec.api_base) if spec else None,
-            "prompt": template.label if template else None,
+            "prompt": prompt_label,
             "on_failed": config.on_failed,
             "max_failed": config.max_failed,
         },
@@ -568,6 +595,7 @@ async def _run_llm(
     cache: ResponseCache | None,
     record: Callable[[QueryOutcome], None],
     stopping: Callable[[], bool] | None = None,
+    gate: PlausibilityGate | None = None,
 ) -> None:
     client = make_client(spec, config)
     try:
@@ -580,6 +608,7 @@ async def _run_llm(
             cache=cache,
             limiter=RateLimiter(config.rpm, config.tpm),
             stopping=stopping,
+            gate=gate,
         )
         await _run_jobs(jobs, filler.fill, record, config.concurrency, stopping)
     finally:
@@ -596,13 +625,14 @@ def _run_batch(
     record: Callable[[QueryOutcome], None],
     journal: RunJournal,
     progress: RunProgress,
+    gate: PlausibilityGate | None = None,
 ) -> dict[str, Any]:
     """``--batch``: the jobs through the Batch API (negforge.generation.batch_runner)."""
     from negforge.generation.batch_runner import run_batch_jobs, summary_fields
 
     report = asyncio.run(run_batch_jobs(
         list(jobs), config=config, spec=spec, template=template, dictionary=dictionary,
-        cache=cache, record=record, journal=journal, progress=progress,
+        cache=cache, record=record, journal=journal, progress=progress, gate=gate,
     ))  # fmt: skip
     return summary_fields(report, _price_model(spec))
 
@@ -624,10 +654,15 @@ def estimate_generation(
     if config.limit is not None:
         jobs = jobs[: config.limit]
     rows = sum(len(job.levels) for job in jobs)
-    if config.is_random:
+    if config.is_random or config.rank_fill:
+        name = "random"
+        if config.rank_fill:
+            from negforge.generation.rank_fill import rank_backend_spec
+
+            name = rank_backend_spec(config).model
         return GenerationEstimate(
-            backend="random", model="random", queries=len(jobs), rows=rows, calls=0,
-            input_tokens=0, output_tokens=0, cost_usd=0.0,
+            backend="random" if config.is_random else "local", model=name, queries=len(jobs),
+            rows=rows, calls=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
         )  # fmt: skip
     dictionary = load_word_source(Path(dictionary_path))
     template = load_template(config.prompt_template, config.prompt_version)

@@ -113,7 +113,8 @@ def sample_dictionary(
     return subset
 
 
-def _match_case(fill: str, original: str) -> str:
+def match_case(fill: str, original: str) -> str:
+    """``fill`` capitalised like ``original`` (first letter)."""
     return fill[:1].upper() + fill[1:] if original[:1].isupper() else fill
 
 
@@ -152,7 +153,7 @@ def random_level_fills(
     fills: list[str] = []
     for _ in range(_DISTINCT_TRIES):
         fills = [
-            _match_case(_draw(dictionary, word_type, {word.lower(), lemma.lower()}, rng), word)
+            match_case(_draw(dictionary, word_type, {word.lower(), lemma.lower()}, rng), word)
             for word_type, word, lemma in zip(
                 level.types, level.original_words, level.original_lemmas, strict=True
             )

@@ -8,6 +8,9 @@ A negative of a masked level is valid when
 * the level differs from the positive query and from the query's other levels,
 * optionally (``require_dict_words``) every fill is a dictionary word of the masked word's type.
 
+One more code is set outside this module: ``implausible``, by ``generate --min-plausibility``
+(:mod:`negforge.plausibility.gate`), for a negative far less plausible than its query.
+
 Reason codes (:data:`REASON_CODES`) name each failed check. ``not_in_dictionary`` and
 ``wrong_type`` are reported whenever a dictionary is given, but only make a row invalid with
 ``require_dict_words``.
@@ -35,6 +38,7 @@ EQUALS_POSITIVE = "equals_positive"
 DUPLICATE_LEVEL = "duplicate_level"
 NOT_IN_DICTIONARY = "not_in_dictionary"
 WRONG_TYPE = "wrong_type"
+IMPLAUSIBLE = "implausible"
 
 #: Every reason code, in the order checks run.
 REASON_CODES: tuple[str, ...] = (
@@ -47,6 +51,7 @@ REASON_CODES: tuple[str, ...] = (
     DUPLICATE_LEVEL,
     NOT_IN_DICTIONARY,
     WRONG_TYPE,
+    IMPLAUSIBLE,
 )
 #: Reasons that are informative unless ``require_dict_words`` is set.
 DICTIONARY_REASONS = frozenset({NOT_IN_DICTIONARY, WRONG_TYPE})

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from negforge.reporting.hierarchy import HierarchyResult
+from negforge.reporting.plausibility import ArtifactPlausibility, bin_edges
 from negforge.reporting.quality import ArtifactQuality, FillCounts, LevelQuality
 
 if TYPE_CHECKING:
@@ -258,3 +259,41 @@ def hierarchy_chart(results: Sequence[HierarchyResult]) -> ChartImage:
     ax.legend(frameon=False)
     figure.subplots_adjust(left=0.11, right=0.97, top=0.9, bottom=0.1)
     return ChartImage("hierarchy", "Hierarchy check", figure_png(figure), 800, 480)
+
+
+def plausibility_chart(results: Sequence[ArtifactPlausibility]) -> ChartImage:
+    """Delta NLL distributions per level, one step histogram per artifact, medians marked."""
+    levels = sorted({lv.level for r in results for lv in r.levels if lv.level is not None})
+    panels = [*levels, None]
+    width = 360 * len(panels) + 80
+    figure = new_figure(width, 440)
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    edges = bin_edges()
+    threshold = results[0].threshold if results else 0.0
+    for ax, wanted in zip(axes, panels, strict=True):
+        for index, result in enumerate(results):
+            figures = result.overall if wanted is None else next(
+                (lv for lv in result.levels if lv.level == wanted), None
+            )  # fmt: skip
+            if figures is None or not figures.negatives:
+                continue
+            colour = PALETTE[index % len(PALETTE)]
+            densities = [count / figures.negatives for count in figures.histogram]
+            ax.stairs(densities, edges, color=colour, linewidth=1.6,
+                      label=f"{result.artifact} (median {figures.median_delta:+.2f})")  # fmt: skip
+            if figures.median_delta is not None:
+                ax.axvline(figures.median_delta, color=colour, linestyle="--", linewidth=1)
+        ax.axvline(0.0, color="#5b6476", linewidth=0.8)
+        ax.axvline(threshold, color="#b42318", linewidth=0.8, linestyle=":")
+        ax.set_title("all levels" if wanted is None else f"level {wanted}", fontsize=11)
+        ax.set_xlabel("Delta NLL (nats/token)")
+        ax.set_xlim(edges[0], edges[-1])
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=8, loc="upper right")
+    axes[0].set_ylabel("share of negatives per 0.25 bin")
+    figure.suptitle(
+        f"Plausibility: Delta NLL = NLL(negative) - NLL(query); dotted red: threshold "
+        f"{threshold:g}, dashed: medians (outer bins hold the tails)", fontsize=11
+    )
+    figure.subplots_adjust(left=0.06, right=0.99, top=0.86, bottom=0.13, wspace=0.08)
+    return ChartImage("plausibility", "Plausibility", figure_png(figure), width, 440)

@@ -17,6 +17,7 @@ from negforge.reporting.charts import (
     fill_distribution_chart,
     hierarchy_chart,
     levels_chart,
+    plausibility_chart,
     types_chart,
 )
 from negforge.reporting.examples import Example
@@ -24,7 +25,9 @@ from negforge.reporting.report import NegativesReport
 from negforge.reporting.tables import (
     Table,
     hierarchy_table,
+    least_plausible_table,
     overview_table,
+    plausibility_table,
     queries_table,
     reasons_table,
     replacements_table,
@@ -235,6 +238,8 @@ def render_charts(report: NegativesReport) -> list[ChartImage]:
     charts += [fill_distribution_chart(artifact) for artifact in report.artifacts]
     if report.hierarchy:
         charts.append(hierarchy_chart(report.hierarchy))
+    if report.plausibility:
+        charts.append(plausibility_chart(report.plausibility))
     return charts
 
 
@@ -271,6 +276,26 @@ def render_html(report: NegativesReport, charts: Sequence[ChartImage] | None = N
             '<section id="hierarchy"><h2>Hierarchy check</h2>'
             f'<p class="note">Skipped: {_e(report.hierarchy_note)}.</p></section>'
         )
+    if report.plausibility:
+        section = table_html(plausibility_table(report.plausibility))
+        if "plausibility" in by_key:
+            section = section.replace(
+                "</section>", chart_html(by_key["plausibility"]) + "</section>"
+            )
+        if report.plausibility_note:
+            section = section.replace(
+                "</section>", f'<p class="note">{_e(report.plausibility_note)}.</p></section>'
+            )
+        sections.append(section)
+        sections.append(
+            table_html(least_plausible_table(report.least_plausible),
+                       wide_columns=("query", "negative"))
+        )
+    elif report.plausibility_note:
+        sections.append(
+            '<section id="plausibility"><h2>Plausibility</h2>'
+            f'<p class="note">Not shown: {_e(report.plausibility_note)}.</p></section>'
+        )
     if report.examples:
         sections.append(examples_html(report.examples))
     nav = "".join(
@@ -285,6 +310,7 @@ def render_html(report: NegativesReport, charts: Sequence[ChartImage] | None = N
             ("fills", "Fill words"),
             ("replacements", "Replacements"),
             ("hierarchy", "Hierarchy"),
+            ("plausibility", "Plausibility"),
             ("examples", "Examples"),
         )
     )

@@ -7,7 +7,9 @@ from negforge.reporting.report import NegativesReport
 from negforge.reporting.tables import (
     Table,
     hierarchy_table,
+    least_plausible_table,
     overview_table,
+    plausibility_table,
     queries_table,
     reasons_table,
     replacements_table,
@@ -86,6 +88,13 @@ def render_markdown(report: NegativesReport) -> str:
         parts.append(table_markdown(hierarchy_table(report.hierarchy)))
     elif report.hierarchy_note:
         parts += ["## Hierarchy check", "", f"Skipped: {report.hierarchy_note}.", ""]
+    if report.plausibility:
+        parts.append(table_markdown(plausibility_table(report.plausibility)))
+        if report.plausibility_note:
+            parts += [f"Plausibility: {report.plausibility_note}.", ""]
+        parts.append(table_markdown(least_plausible_table(report.least_plausible)))
+    elif report.plausibility_note:
+        parts += ["## Plausibility", "", f"Not shown: {report.plausibility_note}.", ""]
     if report.examples:
         parts.append(examples_markdown(report.examples))
     return "\n".join(parts).rstrip() + "\n"

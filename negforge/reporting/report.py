@@ -7,6 +7,7 @@ a plain pydantic model that :mod:`negforge.reporting.markdown_report` and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,15 @@ from negforge.reporting.hierarchy import (
     HierarchyResult,
     hierarchy_similarity,
     minilm_embedder,
+)
+from negforge.reporting.plausibility import (
+    DEFAULT_LEAST,
+    DEFAULT_THRESHOLD,
+    ArtifactPlausibility,
+    ImplausibleExample,
+    RowScore,
+    least_plausible,
+    plausibility_of,
 )
 from negforge.reporting.quality import TOP_K, ArtifactQuality, DictionaryLookup, compute_quality
 from negforge.reporting.sources import NegativesSource, load_negatives, unique_names
@@ -52,6 +62,9 @@ class NegativesReport(BaseModel):
     examples: list[Example] = Field(default_factory=list)
     hierarchy: list[HierarchyResult] = Field(default_factory=list)
     hierarchy_note: str | None = None
+    plausibility: list[ArtifactPlausibility] = Field(default_factory=list)
+    least_plausible: list[ImplausibleExample] = Field(default_factory=list)
+    plausibility_note: str | None = None
     seed: int = 0
 
 
@@ -79,8 +92,13 @@ def report_from_sources(
     hierarchy_note: str | None = None,
     hierarchy_sample: int | None = DEFAULT_HIERARCHY_SAMPLE,
     top_k: int = TOP_K,
+    plausibility_threshold: float = DEFAULT_THRESHOLD,
+    least_count: int = DEFAULT_LEAST,
 ) -> NegativesReport:
-    """Build the report over already loaded artifacts (``embedder`` None: no hierarchy check)."""
+    """Build the report over already loaded artifacts (``embedder`` None: no hierarchy check).
+
+    Sources with plausibility scores get the plausibility section.
+    """
     qualities = [
         compute_quality(source.name, source.rows, dictionary, top_k=top_k) for source in sources
     ]
@@ -97,6 +115,22 @@ def report_from_sources(
             )
             for source in sources
         ]
+    scored = [source for source in sources if source.scores is not None]
+    plausibility = [
+        plausibility_of(source.name, source.rows, source.scores or [],
+                        threshold=plausibility_threshold, model=source.score_model)
+        for source in scored
+    ]  # fmt: skip
+    least: list[ImplausibleExample] = []
+    for source in scored:
+        least += least_plausible(source.name, source.rows, source.scores or [], least_count)
+    note = None
+    if not scored:
+        note = ("no artifact has plausibility scores: score them with `negforge "
+                "score-plausibility` or pass --score-plausibility")  # fmt: skip
+    elif len(scored) < len(sources):
+        missing = ", ".join(source.name for source in sources if source.scores is None)
+        note = f"not scored: {missing}"
     return NegativesReport(
         dictionary=dictionary_name,
         sources=[_info(source) for source in sources],
@@ -104,8 +138,50 @@ def report_from_sources(
         examples=sample_examples([(s.name, s.rows) for s in sources], examples, seed),
         hierarchy=hierarchy,
         hierarchy_note=hierarchy_note,
+        plausibility=plausibility,
+        least_plausible=least,
+        plausibility_note=note,
         seed=seed,
     )
+
+
+def score_sources(
+    sources: Sequence[NegativesSource],
+    *,
+    model_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[NegativesSource]:
+    """The sources, those without plausibility scores scored now (through the score cache)."""
+    from negforge.plausibility.cache import ScoreCache
+    from negforge.plausibility.llama import LlamaSettings
+    from negforge.plausibility.scorer import SentenceScorer
+
+    missing = [source for source in sources if source.scores is None]
+    if not missing:
+        return list(sources)
+    texts = [text for source in missing for row in source.rows
+             for text in (row.query.strip(), (row.negative or "").strip()) if text]  # fmt: skip
+    with ScoreCache(cache_dir) as cache, SentenceScorer(
+        LlamaSettings(model_path=Path(model_path) if model_path else None), cache=cache
+    ) as scorer:
+        scores = dict(zip(texts, scorer.score(texts), strict=True))
+        model = scorer.model_name
+    scored: list[NegativesSource] = []
+    for source in sources:
+        if source.scores is not None:
+            scored.append(source)
+            continue
+        row_scores: list[RowScore | None] = []
+        for row in source.rows:
+            negative = (row.negative or "").strip()
+            if not negative:
+                row_scores.append(None)
+                continue
+            query = scores[row.query.strip()].nll
+            nll = scores[negative].nll
+            row_scores.append(RowScore(nll=nll, query_nll=query, delta=nll - query))
+        scored.append(dataclasses.replace(source, scores=row_scores, score_model=model))
+    return scored
 
 
 def build_report(
@@ -118,11 +194,17 @@ def build_report(
     hierarchy: bool = True,
     hierarchy_sample: int | None = DEFAULT_HIERARCHY_SAMPLE,
     top_k: int = TOP_K,
+    score_plausibility: bool = False,
+    plausibility_threshold: float = DEFAULT_THRESHOLD,
+    least_count: int = DEFAULT_LEAST,
+    model_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> NegativesReport:
     """Read the artifacts (and dictionary) and build their report.
 
     The hierarchy check runs when ``hierarchy`` is set and the offline MiniLM encoder is
-    installed; otherwise the report says why it is missing.
+    installed; otherwise the report says why it is missing. The plausibility section covers
+    scored artifacts, and every artifact with ``score_plausibility`` (scored now, cached).
     """
     from negforge.dictionary import load_dictionary
 
@@ -131,6 +213,8 @@ def build_report(
         load_negatives(path, name)
         for path, name in zip(resolved, unique_names(resolved, names), strict=True)
     ]
+    if score_plausibility:
+        sources = score_sources(sources, model_path=model_path, cache_dir=cache_dir)
     dictionary = load_dictionary(dictionary_path) if dictionary_path is not None else None
     embedder: Embedder | None = None
     note: str | None = "hierarchy check turned off (--no-hierarchy)"
@@ -146,4 +230,6 @@ def build_report(
         hierarchy_note=note,
         hierarchy_sample=hierarchy_sample,
         top_k=top_k,
+        plausibility_threshold=plausibility_threshold,
+        least_count=least_count,
     )

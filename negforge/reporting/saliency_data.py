@@ -108,13 +108,10 @@ def collect_saliency(
     device: str = "cpu",
 ) -> list[SaliencyExample]:
     """Predict the query sets of the chosen queries with every checkpoint."""
+    from negforge.trainer.checkpoints import load_model_from_checkpoint
     from negforge.trainer.data import check_features
-    from negforge.trainer.engine import (
-        feature_stores,
-        load_model_from_checkpoint,
-        make_dataset,
-        predict,
-    )
+    from negforge.trainer.prediction import predict
+    from negforge.trainer.run_data import feature_stores, make_dataset
 
     if not checkpoints:
         raise ConfigError("no checkpoint given")

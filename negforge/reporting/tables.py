@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from negforge.reporting.hierarchy import HierarchyResult
+from negforge.reporting.plausibility import ArtifactPlausibility, ImplausibleExample
 from negforge.reporting.quality import ArtifactQuality, FillCounts, LevelQuality, share
 
 #: Reason codes in the order the validator checks them; unknown codes follow, sorted.
@@ -19,6 +20,7 @@ REASON_ORDER = (
     "duplicate_level",
     "not_in_dictionary",
     "wrong_type",
+    "implausible",
 )
 DASH = "–"
 
@@ -282,6 +284,73 @@ def hierarchy_table(results: Sequence[HierarchyResult]) -> Table:
                     for lv in levels
                 ),
                 Cell("yes" if result.decreasing else "no"),
+            ]
+        )
+    return table
+
+
+def _signed(value: float | None, digits: int = 2) -> Cell:
+    return Cell(DASH if value is None else f"{value:+.{digits}f}", value)
+
+
+def plausibility_table(results: Sequence[ArtifactPlausibility]) -> Table:
+    """Delta NLL per artifact and level: median, quartiles, mean, share beyond the threshold."""
+    threshold = results[0].threshold if results else 0.0
+    models = sorted({r.model for r in results if r.model})
+    table = Table(
+        key="plausibility",
+        title="Plausibility: Delta NLL of negatives against their query",
+        headers=["artifact", "level", "negatives", "median Delta NLL", "quartiles",
+                 "mean Delta NLL", f"Delta NLL > {threshold:g}", "median NLL"],
+        note=(
+            "NLL: mean negative log-likelihood per token (nats) under "
+            f"{', '.join(models) or 'a local causal LM'}; Delta NLL = NLL(negative) - "
+            "NLL(positive query): 0 is as plausible as the query, higher is less plausible. "
+            f"The share column counts negatives less plausible than the threshold "
+            f"({threshold:g} nats/token). Every row with a negative counts, valid or not."
+        ),
+    )
+    for result in results:
+        for level in [*result.levels, result.overall]:
+            quartiles = (
+                DASH if level.q25_delta is None or level.q75_delta is None
+                else f"{level.q25_delta:+.2f} … {level.q75_delta:+.2f}"
+            )  # fmt: skip
+            table.rows.append(
+                [
+                    Cell(result.artifact),
+                    Cell(level_label(level.level)),
+                    count_cell(level.negatives),
+                    _signed(level.median_delta),
+                    Cell(quartiles, level.q25_delta),
+                    _signed(level.mean_delta),
+                    share_cell(level.beyond, level.negatives),
+                    number_cell(level.median_nll),
+                ]
+            )
+    return table
+
+
+def least_plausible_table(examples: Sequence[ImplausibleExample]) -> Table:
+    """The least plausible negatives of each artifact."""
+    table = Table(
+        key="least-plausible",
+        title="Least plausible negatives",
+        headers=["artifact", "level", "query", "negative", "valid", "NLL", "query NLL",
+                 "Delta NLL"],
+        note="The negatives of each artifact with the largest Delta NLL (nats per token).",
+    )
+    for example in examples:
+        table.rows.append(
+            [
+                Cell(example.artifact),
+                Cell(str(example.level), float(example.level)),
+                Cell(example.query, title=example.qid),
+                Cell(example.negative),
+                Cell("yes" if example.valid else "no"),
+                number_cell(example.nll),
+                number_cell(example.query_nll),
+                _signed(example.delta),
             ]
         )
     return table

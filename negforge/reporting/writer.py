@@ -9,6 +9,7 @@ from pathlib import Path
 from negforge.atomic import atomic_files
 from negforge.reporting.html_report import render_html
 from negforge.reporting.markdown_report import render_markdown
+from negforge.reporting.plausibility import DEFAULT_LEAST, DEFAULT_THRESHOLD
 from negforge.reporting.report import (
     DEFAULT_EXAMPLES,
     DEFAULT_HIERARCHY_SAMPLE,
@@ -38,6 +39,11 @@ def write_negatives_report(
     seed: int = 0,
     hierarchy: bool = True,
     hierarchy_sample: int | None = DEFAULT_HIERARCHY_SAMPLE,
+    score_plausibility: bool = False,
+    plausibility_threshold: float = DEFAULT_THRESHOLD,
+    least_count: int = DEFAULT_LEAST,
+    model_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> WrittenReport:
     """Report on ``paths``: write the HTML page to ``output`` and the Markdown to ``markdown``."""
     report = build_report(
@@ -48,6 +54,11 @@ def write_negatives_report(
         seed=seed,
         hierarchy=hierarchy,
         hierarchy_sample=hierarchy_sample,
+        score_plausibility=score_plausibility,
+        plausibility_threshold=plausibility_threshold,
+        least_count=least_count,
+        model_path=model_path,
+        cache_dir=cache_dir,
     )
     markdown_text = render_markdown(report)
     html_path = Path(output)

@@ -1,7 +1,7 @@
 """One trial of a sweep: train in its folder (or resume it) and record its best-on-val metrics.
 
 :func:`run_trial` is what every engine runs (a local worker process or a Ray task): it builds
-the trial's config, calls :func:`negforge.trainer.engine.train` on ``TRIAL_DIR`` (with
+the trial's config, calls :func:`negforge.trainer.run.train` on ``TRIAL_DIR`` (with
 ``resume`` when a killed attempt left ``checkpoints/last.pt``), and writes
 ``TRIAL_DIR/result.json`` last, atomically: a trial is finished exactly when that file
 exists. The trainer's output goes to ``TRIAL_DIR/train.log``; a failure to
@@ -75,7 +75,7 @@ def write_result(directory: Path, result: TrialResult) -> None:
 def run_trial(spec: TrialSpec) -> TrialResult:
     """Train one trial (resuming a killed attempt); never raises for a failed training."""
     from negforge.trainer.config import build_config
-    from negforge.trainer.engine import train
+    from negforge.trainer.run import train
 
     directory = spec.directory
     directory.mkdir(parents=True, exist_ok=True)

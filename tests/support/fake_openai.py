@@ -382,6 +382,7 @@ class _FakeState:
         self.per_query: Counter[str | None] = Counter()
         self.fired: Counter[int] = Counter()
         self.number = 0
+        self.in_flight = 0  # chat requests received and not yet answered or abandoned
         self._record_file = open(config.record_path, "a") if config.record_path else None  # noqa: SIM115
 
     def pick_fault(self, number: int, query: str | None, attempt: int) -> FaultRule | None:
@@ -437,6 +438,13 @@ def build_app(state: _FakeState) -> web.Application:
         )
 
     async def chat(request: web.Request) -> web.StreamResponse:
+        state.in_flight += 1
+        try:
+            return await _chat(request)
+        finally:
+            state.in_flight -= 1
+
+    async def _chat(request: web.Request) -> web.StreamResponse:
         received = time.time()
         state.number += 1
         number = state.number
@@ -610,7 +618,14 @@ class FakeOpenAIServer:
         self._state.set_faults(list(faults))
 
     def reset(self) -> None:
-        """Forget recorded requests and restart request numbering."""
+        """Forget recorded requests and restart request numbering.
+
+        Waits (up to 30 s) for requests still in flight, e.g. the last one of an interrupted
+        client, so that they are not recorded as the next client's.
+        """
+        deadline = time.monotonic() + 30.0
+        while self._state.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._state.reset()
 
     def start(self) -> FakeOpenAIServer:

@@ -1,13 +1,13 @@
 """What Moment-DETR and QD-DETR share: input projections, the query set, output assembly.
 
 ``GroundingModel.forward`` is the model API the engine calls. It projects video and text,
-stacks every text a video must be scored against (its own query, the in-batch negative, the
-three hard negatives) into ONE batch of rows for a single encoder pass, runs the decoder on
-the positive rows only, and returns the DETR-style output dict.
+stacks every text a video must be scored against (its own query, the in-batch negative, its
+K hard negatives, one per level; SHINE: K = 3) into ONE batch of rows for a single encoder
+pass, runs the decoder on the positive rows only, and returns the DETR-style output dict.
 
 The rows are stacked in the order of the originals' separate passes: the B positives, the B
-in-batch negatives, then hard negative 0 of every row, hard negative 1, hard negative 2
-(SHINE's layout). Each group is one pass of the original, which matters only for QD-DETR's
+in-batch negatives, then hard negative 0 of every row, hard negative 1, ... (SHINE's
+layout). Each group is one pass of the original, which matters only for QD-DETR's
 head-major text-to-video mask when it is switched on for parity checks.
 """
 
@@ -26,8 +26,6 @@ from negforge.trainer.transformer import (
     TextPositionEncoding,
     sine_position_encoding,
 )
-
-NUM_HARD_NEGATIVES = 3
 
 
 @dataclass
@@ -122,8 +120,8 @@ class GroundingModel(nn.Module):
         Args:
             video_feats (B, L, Dv), video_mask (B, L) 1 = valid clip,
             text_feats (B, N, Dt), text_mask (B, N) 1 = valid token.
-            hard_neg_text_feats (B, 3, N', Dt) and hard_neg_text_mask (B, 3, N'): the three
-                hard negatives of each row (closest first).
+            hard_neg_text_feats (B, K, N', Dt) and hard_neg_text_mask (B, K, N'): the K
+                hard negatives of each row, one per level (closest first).
             inbatch_neg_index (B,): row whose query is this row's in-batch negative
                 (-1 = none; the engine picks a row of another video).
 
@@ -131,7 +129,7 @@ class GroundingModel(nn.Module):
             ``pred_logits`` (B, Q, 2), ``pred_spans`` (B, Q, 2), ``saliency_scores`` (B, L),
             ``aux_outputs`` (earlier decoder layers), ``video_mask``; with negatives also
             ``saliency_scores_inbatch_neg`` (B, L) + ``inbatch_neg_valid`` (B,) and
-            ``saliency_scores_hard_neg`` (B, 3, L). Scores at padded clips are meaningless.
+            ``saliency_scores_hard_neg`` (B, K, L). Scores at padded clips are meaningless.
         """
         batch, clips = video_mask.shape
         if (hard_neg_text_feats is None) != (hard_neg_text_mask is None):
@@ -156,7 +154,7 @@ class GroundingModel(nn.Module):
         hard_count = 0
         if hard_neg_text_feats is not None and hard_neg_text_mask is not None:
             hard_count = hard_neg_text_feats.shape[1]
-            # Negative-major: hard negative 0 of every row, then 1, then 2 (SHINE's layout).
+            # Negative-major: hard negative 0 of every row, then 1, ... (SHINE's layout).
             texts.append(self.text_proj(hard_neg_text_feats.transpose(0, 1).flatten(0, 1)))
             masks.append(
                 ensure_one_valid_token(

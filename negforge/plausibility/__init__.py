@@ -1,0 +1,1 @@
+"""Plausibility of sentences under a local causal LM (llama.cpp in process)."""

@@ -1,0 +1,27 @@
+"""The real SmolLM2 GGUF in process, for tests marked ``llama``.
+
+Missing llama.cpp bindings or the GGUF skip the test locally and fail it in CI
+(``NEGFORGE_REQUIRE_SHARED=1``), as ``tests/test_local_llm.py`` does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from negforge.errors import MissingModelError
+
+
+def require_llama() -> None:
+    """Skip (or, in CI, fail) unless llama.cpp's bindings and the SmolLM2 GGUF are there."""
+    from negforge.generation.local_server import find_gguf
+    from negforge.plausibility.llama import import_llama
+
+    try:
+        import_llama()
+        find_gguf()
+    except MissingModelError as exc:
+        if os.environ.get("NEGFORGE_REQUIRE_SHARED") == "1":
+            pytest.fail(f"{exc} (NEGFORGE_REQUIRE_SHARED=1)")
+        pytest.skip(str(exc))
