@@ -42,23 +42,24 @@ SPAN_PARTS = ("loss_span", "loss_giou", "loss_label")
 NOT_SHARED = ("decoder", "class_head", "anchors", "span_head", "saliency_")
 
 
-def use_authors_neg_pair_sum() -> None:
-    """Emulate the released QD-DETR / SHINE normalisation of the mismatched-query loss:
-    -log(1 - sigma(s_neg)) summed over a row's valid clips, then averaged over rows
-    (negforge today averages over clips too). Patched in this process only."""
+def use_neg_pair_clip_mean() -> None:
+    """Emulate negforge's normalisation of QD-DETR's mismatched-query loss before the trainer-
+    parity merge: -log(1 - sigma(s_neg)) averaged over a row's valid clips, then over rows
+    (the released code and negforge today sum over the clips). Patched in this process only."""
     import torch.nn.functional as F
 
     from negforge.trainer import base_losses
 
-    def summed(neg_scores, valid_mask, rows):
-        valid = valid_mask.to(torch.bool)
-        per_row = torch.where(valid, F.softplus(neg_scores), torch.zeros_like(neg_scores)).sum(1)
-        eligible = valid.any(dim=1)
+    def clip_mean(neg_scores, valid_mask, rows=None):
+        valid = valid_mask.to(neg_scores.dtype)
+        per_row = (F.softplus(neg_scores) * valid).sum(1) / valid.sum(1).clamp(min=1)
+        eligible = valid_mask.to(torch.bool).any(dim=1)
         if rows is not None:
             eligible = eligible & rows.to(torch.bool)
-        return base_losses._mean_over_rows(per_row, eligible)
+        total = torch.where(eligible, per_row, torch.zeros_like(per_row)).sum()
+        return total / eligible.sum().clamp(min=1).to(per_row.dtype)
 
-    base_losses.mismatched_query_loss = summed
+    base_losses.mismatched_query_loss = clip_mean
 
 
 def shared_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -297,9 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", action="append", help="LABEL=PATH of a .pt to measure")
     parser.add_argument("--init", action="store_true", help="with --checkpoint: also at init")
     parser.add_argument(
-        "--authors-neg-pair",
+        "--neg-pair-clip-mean",
         action="store_true",
-        help="sum QD-DETR's mismatched-query loss over clips, as the released code does",
+        help="average QD-DETR's mismatched-query loss over clips (negforge before the parity "
+        "merge) instead of summing it (the released code, negforge today)",
     )
     parser.add_argument("--keep", type=Path, help="keep the trained runs in this folder")
     parser.add_argument("--landing", nargs="+", help="run folders: where top-1 windows land")
@@ -309,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.landing:
         landing(args.bench, args.landing, args.split)
         return 0
-    if args.authors_neg_pair:
-        use_authors_neg_pair_sum()
+    if args.neg_pair_clip_mean:
+        use_neg_pair_clip_mean()
     if args.checkpoint:
         return measure_checkpoints(args)
     epochs = [int(e) for e in args.epochs.split(",")]

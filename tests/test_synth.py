@@ -75,6 +75,35 @@ def test_every_anchor_has_distractors_sharing_its_verb_and_its_noun(bench):
         assert row["relevant_windows"] == [[start, end]]
 
 
+def test_video_negatives_name_the_distractors_and_change_nothing_else(bench, tmp_path):
+    small = {"train_videos": 60, "val_videos": 10, "test_videos": 40, "novel_videos": 60}
+    out = tmp_path / "video"
+    generate(out, SynthConfig(**small, novel_word_videos=40, negatives="video"))
+    for name in ("videos.jsonl", "train_queries.jsonl", "val.jsonl", "novel_composition.jsonl"):
+        assert (out / name).read_bytes() == (bench / name).read_bytes()
+    vid = videos(bench)[0]["vid"]
+    assert (out / "video_feats" / f"{vid}.npy").read_bytes() == (
+        bench / "video_feats" / f"{vid}.npy"
+    ).read_bytes()
+    by_vid = {v["vid"]: v for v in videos(bench)}
+    swap_rows = [json.loads(x) for x in (bench / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    for row, swap in zip(rows, swap_rows, strict=True):
+        events = by_vid[row["vid"]]["events"]
+        number = int(row["qid"].rsplit("_", 1)[1])
+        verb, noun = events[number][:2]
+        pairs = {tuple(words_of(n)[1:4:2]) for n in row["recomposed_queries"]}
+        first, second, _ = (tuple(words_of(n)[1:4:2]) for n in row["recomposed_queries"])
+        assert (verb, noun) not in pairs
+        others = [tuple(e[:2]) for i, e in enumerate(events) if i != number]
+        if number == 0:  # the anchor: its noun twin, then the two twins' words crossed
+            assert first == tuple(events[2][:2])
+            assert second == (events[2][0], events[1][1])
+        assert first[1] == noun and first[0] in {v for v, _ in others}
+        assert second[0] in {v for v, _ in others} and second[1] in {n for _, n in others}
+        assert row["recomposed_queries"][2] == swap["recomposed_queries"][2]  # level 3: swap
+
+
 def _pick(feats: np.ndarray, events: list, template: np.ndarray) -> int:
     scores = [feats[int(s) : int(e)].mean(0) @ template for _, _, s, e in events]
     return int(np.argmax(scores))

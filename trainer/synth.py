@@ -35,7 +35,8 @@ distribution as train) selects checkpoints; ``train_config.yaml`` sets ``val_fra
 Written under DIR (the layouts of Moment-DETR / SHINE users):
 
 * ``train.jsonl`` -- SHINE jsonl with ``masked_queries`` and ``recomposed_queries`` (the
-  built-in swaps: verb; verb and noun; verb, noun and subject); ``train_queries.jsonl`` --
+  built-in swaps: verb; verb and noun; verb, noun and subject; with ``negatives: video`` the
+  first two take the words of the video's other events); ``train_queries.jsonl`` --
   the same rows without negatives (input of the negatives pipeline, see
   :func:`featurize_negatives`); ``val.jsonl``, ``test_trivial.jsonl``,
   ``novel_composition.jsonl``, ``novel_word.jsonl``;
@@ -53,7 +54,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -75,8 +76,9 @@ NOUN_POOL = (
 )  # fmt: skip
 SUBJECTS = ("person", "someone")
 FILLER = ("the", ".")
-#: Seeds of the fixed world (word meanings, projections) and of the split contents.
-_WORLD_STREAM, _DATA_STREAM = 0, 1
+#: Seeds of the fixed world (word meanings, projections), of the split contents and of the
+#: words of ``negatives: video`` (its own stream: the videos and queries stay the same).
+_WORLD_STREAM, _DATA_STREAM, _NEGATIVE_STREAM = 0, 1, 2
 
 
 class SynthConfig(BaseModel):
@@ -111,6 +113,11 @@ class SynthConfig(BaseModel):
     max_duration: float = Field(36.0, gt=0)
     signal: float = Field(3.0, gt=0, description="strength of an event's signature")
     noise: float = Field(0.5, ge=0)
+    negatives: Literal["swap", "video"] = Field(
+        "swap",
+        description="words of the built-in hard negatives: random vocabulary words (swap), or "
+        "the words of the video's other events (video: the distractors it shows elsewhere)",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -366,6 +373,34 @@ def _builtin_negatives(
     return masked, recomposed
 
 
+def _video_negatives(
+    verb: str,
+    noun: str,
+    subject: str,
+    others: Sequence[tuple[str, str, float, float]],
+    recomposed: list[str],
+    rng: np.random.Generator,
+) -> list[str]:
+    """The built-in negatives with the words the video shows elsewhere (``negatives: video``).
+
+    Same levels as the swaps (verb; verb + noun; + subject, the paper's masking order), but
+    levels 1 and 2 take their words from the video's other events: level 1 is the event
+    that shares the query's noun ("person closes the box" beside "person opens the box")
+    when there is one, level 2 crosses the other events' verb and noun ("person closes the
+    door": both are in the video, never together). A level without such words, and level 3
+    (random words, the other subject: nothing of the video), keep the swap.
+    """
+    verbs = sorted({v for v, _, _, _ in others if v != verb})
+    nouns = sorted({n for _, n, _, _ in others if n != noun})
+    twins = sorted({v for v, n, _, _ in others if n == noun and v != verb})
+    negatives = list(recomposed)
+    if twins or verbs:
+        negatives[0] = sentence(str(_choice(rng, twins or verbs)), noun, subject)
+    if verbs and nouns:
+        negatives[1] = sentence(str(_choice(rng, verbs)), str(_choice(rng, nouns)), subject)
+    return negatives
+
+
 def _save_npz(folder: Path, name: str, array: np.ndarray) -> None:
     np.savez(folder / f"{name}.npz", last_hidden_state=array)
 
@@ -389,6 +424,7 @@ def generate(output: str | Path, config: SynthConfig | None = None) -> SynthRepo
     world = World(config)
     vocab = world.vocab
     rng = np.random.default_rng([config.seed, _DATA_STREAM])
+    negative_rng = np.random.default_rng([config.seed, _NEGATIVE_STREAM])
     seen = vocab.seen_pairs()
     seen_set = set(seen)
     novel_words = [*vocab.novel_verbs, *vocab.novel_nouns]
@@ -444,6 +480,11 @@ def generate(output: str | Path, config: SynthConfig | None = None) -> SynthRepo
                 _save_npz(text_dir, query_key(qid), world.text_tokens(text, rng))
                 if split == "train":
                     masked, recomposed = _builtin_negatives(verb, noun, subject, vocab, rng)
+                    if config.negatives == "video":
+                        others = [e for i, e in enumerate(events) if i != number]
+                        recomposed = _video_negatives(
+                            verb, noun, subject, others, recomposed, negative_rng
+                        )
                     row["masked_queries"] = masked
                     row["recomposed_queries"] = recomposed
                     for i, negative in enumerate(recomposed):

@@ -8,6 +8,7 @@ one value; in a line plot, an axis left free draws one line per value instead.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,7 +130,8 @@ def _lines(
     ax.set_xticklabels(labels)
     ax.set_xlabel(x)
     ax.set_ylabel("metric (mean ± std over seeds)")
-    ax.set_title(f"{sweep.name}: {', '.join(metrics)} against {x}")
+    title = f"{sweep.name}: {', '.join(metrics)} against {x}"
+    ax.set_title(textwrap.fill(title, width=80), fontsize=10)  # a long title stays in the figure
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
