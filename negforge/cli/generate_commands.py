@@ -67,8 +67,8 @@ def generate_command(
         None, "--timeout", help="seconds per request (default 60; local 600)"
     ),
     max_retries: int = typer.Option(6, "--max-retries", help="retries per call (429/5xx/...)"),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir",
-                                          help="response cache (default ~/.cache/negforge)"),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="response cache (default $NEGFORGE_CACHE_DIR/generate)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the cache"),
     no_resume: bool = typer.Option(False, "--no-resume",
                                    help="ignore finished rows of an earlier run"),
@@ -125,7 +125,8 @@ def generate_command(
     from pydantic import ValidationError
 
     from negforge.generation.config import GenerateConfig
-    from negforge.generation.runner import estimate_generation, generate_negatives
+    from negforge.generation.estimate import estimate_generation
+    from negforge.generation.runner import generate_negatives
 
     settings: dict[str, Any] = {
         "llm": llm,

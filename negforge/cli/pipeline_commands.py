@@ -102,7 +102,7 @@ def mask_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     allow_empty: bool = _allow_empty_option(),
 ) -> None:
-    """Progressively mask every query (SPEC-masking.md) into a masked artifact."""
+    """Progressively mask every query into a masked artifact (rule: docs/pipeline.md#masking)."""
     from negforge.masking import mask_file
 
     result = mask_file(

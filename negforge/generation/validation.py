@@ -82,7 +82,8 @@ class ValidationResult(BaseModel):
 
 
 def render_tokens(tokens: Sequence[str]) -> str:
-    """Join tokens by one space, with no space before a ``.`` or ``,`` token (SPEC rule 7)."""
+    """Join tokens by one space, with no space before a ``.`` or ``,`` token (masking rule 7,
+    :mod:`negforge.masking`)."""
     parts: list[str] = []
     for index, token in enumerate(tokens):
         if index and token not in _NO_SPACE_BEFORE:
