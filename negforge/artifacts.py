@@ -11,15 +11,22 @@ Three artifact kinds flow through the pipeline:
 a negatives row plus its plausibility) and ``scored_queries`` (a :class:`ScoredQueryRow`:
 the fields of a query plus its plausibility).
 
-Every file carries a :class:`Provenance` JSON document under the Parquet metadata key
-``negforge``. Files are written atomically (temp file, then rename).
+Every file carries a :class:`Provenance` JSON document twice, so that tools other than
+negforge can read it: under the Parquet metadata key ``negforge`` (pyarrow, DuckDB's
+``parquet_kv_metadata``) and as the sidecar ``<artifact>.provenance.json`` beside the file
+(plain JSON: ``json.load``, DuckDB's ``read_json``, ``datasets.Dataset.from_json``; Hugging
+Face ``datasets`` 5 rewrites the Parquet metadata when it loads a file, so the sidecar is its
+way in). Input paths are absolute, each with its sha256. The artifact and its sidecar are
+written atomically, together (temp files, then rename).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -38,6 +45,8 @@ PRIMITIVE_TYPES: tuple[PrimitiveType, ...] = ("verb", "noun", "adjective", "prep
 
 ArtifactKind = Literal["dictionary", "masked", "negatives", "scored_negatives", "scored_queries"]
 METADATA_KEY = b"negforge"
+#: The suffix of the plain-JSON provenance sidecar beside each artifact file.
+SIDECAR_SUFFIX = ".provenance.json"
 #: Bump when a row schema changes incompatibly.
 SCHEMA_VERSIONS: dict[str, int] = {
     "dictionary": 1,
@@ -84,8 +93,10 @@ class MaskedLevel(QueryFields):
     masked_query: str  # rendered with <mask> (masking rule 7, negforge.masking)
 
 
-class NegativeRow(MaskedLevel):
-    """A masked level filled in by a backend: one hard negative query."""
+class GeneratedFields(BaseModel):
+    """What a generation run adds to a masked level: a negatives row's own columns."""
+
+    model_config = ConfigDict(extra="forbid")
 
     negative: str | None  # None when the row was dropped as invalid
     fills: list[str]  # one fill per masked position, same order
@@ -99,6 +110,20 @@ class NegativeRow(MaskedLevel):
     prompt_version: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+class GeneratedLevel(GeneratedFields):
+    """The generated fields of one level of a query, as a generation run makes and journals them."""
+
+    level: int = Field(ge=1)
+
+
+class NegativeRow(GeneratedFields, MaskedLevel):
+    """A masked level filled in by a backend: one hard negative query.
+
+    Its columns are the masked level's, then the generated fields (pydantic lays out the
+    fields of the bases in reverse MRO order: :class:`MaskedLevel`'s come first).
+    """
 
 
 class ScoredNegativeRow(NegativeRow):
@@ -234,18 +259,38 @@ def rows_to_table(kind: ArtifactKind, rows: Iterable[BaseModel | dict[str, Any]]
     return pa.Table.from_pylist(dumped, schema=ARROW_SCHEMAS[kind])
 
 
+def provenance_sidecar(path: str | Path) -> Path:
+    """The plain-JSON provenance file beside an artifact: ``<artifact>.provenance.json``."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def resolve_inputs(provenance: Provenance) -> Provenance:
+    """The provenance with absolute input paths, each with its sha256 (computed when the
+    caller did not give one per input and the input exists)."""
+    files = [os.path.abspath(name) for name in provenance.input_files]
+    hashes = list(provenance.input_sha256)
+    if len(hashes) != len(files) and all(Path(name).exists() for name in files):
+        hashes = [artifact_sha256(name) for name in files]
+    return provenance.model_copy(update={"input_files": files, "input_sha256": hashes})
+
+
 def write_artifact(
     path: str | Path,
     table_or_rows: pa.Table | Sequence[BaseModel] | Sequence[dict[str, Any]],
     provenance: Provenance,
     group: AtomicFiles | None = None,
+    *,
+    sidecar: bool = True,
 ) -> Path:
-    """Write an artifact atomically with its provenance in the file metadata.
+    """Write an artifact atomically with its provenance in the file metadata and (unless
+    ``sidecar`` is False: the parts of a partitioned artifact) in its sidecar JSON.
 
     With ``group`` the artifact is renamed into place together with the group's other files
     (its summary, its bad-row report).
     """
     kind = provenance.kind
+    provenance = resolve_inputs(provenance)
     table = (
         table_or_rows
         if isinstance(table_or_rows, pa.Table)
@@ -256,11 +301,11 @@ def write_artifact(
     metadata[METADATA_KEY] = provenance.model_dump_json().encode()
     table = table.replace_schema_metadata(metadata)
     path = Path(path)
-    if group is None:
-        with atomic_files() as own:
-            pq.write_table(table, own.path(path), compression="zstd")
-    else:
-        pq.write_table(table, group.path(path), compression="zstd")
+    with contextlib.ExitStack() as stack:
+        files = group if group is not None else stack.enter_context(atomic_files())
+        pq.write_table(table, files.path(path), compression="zstd")
+        if sidecar:
+            files.write_text(provenance_sidecar(path), provenance_json(provenance) + "\n")
     return path
 
 
@@ -349,3 +394,22 @@ def load_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
 def provenance_json(provenance: Provenance) -> str:
     """Pretty JSON of a provenance record (for ``negforge inspect`` and reports)."""
     return json.dumps(provenance.model_dump(), indent=2, sort_keys=True)
+
+
+def arrow_type_name(data_type: pa.DataType) -> str:
+    """An Arrow type as the docs write it: ``list<fixed_size_list<double, 2>>``, ``int16``."""
+    if pa.types.is_fixed_size_list(data_type):
+        return f"fixed_size_list<{arrow_type_name(data_type.value_type)}, {data_type.list_size}>"
+    if pa.types.is_list(data_type):
+        return f"list<{arrow_type_name(data_type.value_type)}>"
+    return str(data_type)
+
+
+def schema_table(kind: ArtifactKind, skip: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(column, type) of an artifact kind's columns, ``(nullable)`` marked; the docs' tables
+    (docs/pipeline.md#artifacts) list exactly these (``scripts/schema_docs.py`` prints them)."""
+    return [
+        (field.name, arrow_type_name(field.type) + (" (nullable)" if field.nullable else ""))
+        for field in ARROW_SCHEMAS[kind]
+        if field.name not in skip
+    ]

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from negforge.artifacts import ARROW_SCHEMAS, Provenance
+from negforge.artifacts import ARROW_SCHEMAS, Provenance, provenance_sidecar, resolve_inputs
 from negforge.atomic import atomic_write_text
 from negforge.errors import InputError
 
@@ -110,17 +110,18 @@ def write_manifest(path: str | Path, provenance: Provenance, parts: Sequence[Dat
     for stale in path.glob("part-*.parquet"):
         if stale.name not in listed:
             stale.unlink()
-    manifest = DatasetManifest(provenance=provenance, parts=list(parts))
+    manifest = DatasetManifest(provenance=resolve_inputs(provenance), parts=list(parts))
     atomic_write_text(path / MANIFEST, manifest.model_dump_json(indent=2))
     return path
 
 
 def prepare_folder(path: str | Path) -> Path:
-    """Make ``path`` a folder for a dataset: an artifact file there is removed, a finished
-    dataset's manifest too (parts stay, for resuming)."""
+    """Make ``path`` a folder for a dataset: an artifact file there is removed (with its
+    provenance sidecar), a finished dataset's manifest too (parts stay, for resuming)."""
     path = Path(path)
     if path.is_file() or path.is_symlink():
         path.unlink()
+        provenance_sidecar(path).unlink(missing_ok=True)  # the file's, not the dataset's
     path.mkdir(parents=True, exist_ok=True)
     (path / MANIFEST).unlink(missing_ok=True)
     return path

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,9 @@ from negforge.artifacts import (
 )
 from negforge.atomic import AtomicFiles, atomic_files, check_output
 from negforge.errors import ConfigError, InputError
-from negforge.masking import MASK, NO_SPACE_BEFORE, POS_TO_TYPE, Token, is_subject
+from negforge.masking import POS_TO_TYPE, Token, is_subject
+from negforge.query_view import by_query
+from negforge.template import MASK, align, extract_fills, split_words
 
 EXPORT_FORMATS = ("shine-jsonl",)
 RELEASED_MODEL = "gpt-3.5-turbo (released)"
@@ -105,15 +106,13 @@ def export_shine_jsonl(
     rows = table.select(columns).to_pylist()
     if not rows and not allow_empty:
         raise empty_input_error(artifact)
-    grouped: dict[str, list[dict[str, Any]]] = {}
     for number, row in enumerate(rows, start=1):
         _check_finite(row, artifact, number)
-        grouped.setdefault(row["qid"], []).append(row)
+    queries = by_query(rows)
     items: list[dict[str, Any]] = []
     holes = 0
-    for levels in grouped.values():
-        levels.sort(key=lambda r: r["level"])
-        first = levels[0]
+    for query in queries:
+        levels, first = query.rows, query.first
         item: dict[str, Any] = {key: first[key] for key in _QUERY_KEYS}
         item["masked_queries"] = [r["masked_query"] for r in levels]
         if negatives:
@@ -130,7 +129,7 @@ def export_shine_jsonl(
         with files.open(out) as handle:
             for item in items:
                 handle.write(json.dumps(item, allow_nan=False) + "\n")
-    return ExportResult(Path(out), provenance.kind, len(grouped), holes)
+    return ExportResult(Path(out), provenance.kind, len(queries), holes)
 
 
 def _check_finite(row: dict[str, Any], artifact: str | Path, number: int) -> None:
@@ -149,55 +148,10 @@ def _check_finite(row: dict[str, Any], artifact: str | Path, number: int) -> Non
 # --- import ----------------------------------------------------------------------------------
 
 
-def _align(texts: Sequence[str], masked_query: str) -> list[int] | None:
-    """Indices of the tokens shown as ``<mask>`` when ``masked_query`` is the rule-7
-    rendering of ``texts`` with some tokens masked; None when it is not."""
-    hidden: list[int] = []
-
-    def walk(index: int, position: int) -> bool:
-        if index == len(texts):
-            return position == len(masked_query)
-        text = texts[index]
-        separator = "" if index == 0 or text in NO_SPACE_BEFORE else " "
-        for shown, masked in ((text, False), (MASK, True)):
-            piece = separator + shown
-            if masked_query.startswith(piece, position):
-                if masked:
-                    hidden.append(index)
-                if walk(index + 1, position + len(piece)):
-                    return True
-                if masked:
-                    hidden.pop()
-        return False
-
-    return hidden if walk(0, 0) else None
-
-
 def align_masked(tokens: Sequence[Token], masked_query: str) -> list[int] | None:
     """Masked positions of ``masked_query`` over our tokens (left to right), or None."""
-    found = _align([t[0] for t in tokens], masked_query)
+    found = align([t[0] for t in tokens], masked_query)
     return None if found is None else sorted(set(found))
-
-
-def template_tokens(masked_query: str) -> list[str]:
-    """Tokens of a masked string: split on spaces, a trailing ``.``/``,`` split off."""
-    out: list[str] = []
-    for piece in masked_query.split(" "):
-        trail: list[str] = []
-        while len(piece) > 1 and piece[-1] in ".,":
-            trail.insert(0, piece[-1])
-            piece = piece[:-1]
-        if piece:
-            out.append(piece)
-        out.extend(trail)
-    return out
-
-
-def _template_words(masked_query: str, query: str) -> list[str] | None:
-    """The query's words under each ``<mask>`` of the template (None: no match)."""
-    literals = [re.escape(" ".join(part.split())) for part in masked_query.split(MASK)]
-    match = re.fullmatch("(.+?)".join(literals), " ".join(query.split()))
-    return [g.strip() for g in match.groups()] if match else None
 
 
 def token_type(token: Token) -> PrimitiveType:
@@ -234,9 +188,9 @@ def _level_fields(
             [token_type(tokens[p]) for p in positions],
             True,
         )
-    pieces = template_tokens(masked_query)
+    pieces = split_words(masked_query)
     slots = [i for i, piece in enumerate(pieces) if piece == MASK]
-    words = _template_words(masked_query, query) or [""] * len(slots)
+    words = extract_fills(masked_query, query) or [""] * len(slots)
     if len(words) != len(slots):
         words = [""] * len(slots)
     for slot, word in zip(slots, words, strict=True):

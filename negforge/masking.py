@@ -14,8 +14,8 @@ this module runs (and is unit-tested) without spaCy. The rule, clause by clause:
 5. ``N = len(P)``; for ratio ``r``: ``k = ceil(r*N)`` if ``N < 4`` else ``floor(r*N)``, at
    least 1 (exact rational arithmetic: ratios are :class:`fractions.Fraction`);
 6. level ``j`` masks the first ``k_j`` items of P (levels are nested);
-7. rendering: tokens joined by one space, no space before a ``.`` or ``,`` token, masked
-   tokens replaced by ``<mask>``.
+7. rendering: :func:`negforge.template.render` (tokens joined by one space, none before a
+   ``.`` or ``,`` token, masked tokens replaced by the mask token).
 
 ``exclude_types`` (the Table 6 ablation) removes those types from P before N is counted, so
 they are never masked. Subjects are masked as nouns, so excluding ``noun`` drops them too.
@@ -49,11 +49,10 @@ from negforge.artifacts import (
 from negforge.errors import ConfigError
 from negforge.nlp import Token as Token  # the parsed token tuple masking works on
 from negforge.records import QueryRecord
+from negforge.template import MASK, separator, spaced
 
 if TYPE_CHECKING:
     from negforge.corpus import CorpusStore
-
-MASK = "<mask>"
 
 #: Masking ratios of the paper, per dataset (Sec. 4.1), as exact fractions.
 PRESETS: dict[str, tuple[Fraction, ...]] = {
@@ -72,8 +71,6 @@ POS_TO_TYPE: dict[str, PrimitiveType] = {
 }
 SUBJECT_DEPS = frozenset({"nsubj", "nsubjpass"})
 SUBJECT_WORD = "person"
-#: Tokens rendered without a space before them (clause 7).
-NO_SPACE_BEFORE = frozenset({".", ","})
 _TYPE_RANK: dict[str, int] = {t: i for i, t in enumerate(PRIMITIVE_TYPES)}
 _RANKED_TYPES: dict[str, tuple[int, PrimitiveType]] = {
     pos: (_TYPE_RANK[kind], kind) for pos, kind in POS_TO_TYPE.items()
@@ -206,17 +203,6 @@ def mask_levels(
     return levels
 
 
-def render(texts: Sequence[str], masked: Iterable[int] = ()) -> str:
-    """Clause 7: join token texts with single spaces (none before ``.``/``,``), masking some."""
-    hidden = set(masked)
-    parts: list[str] = []
-    for index, text in enumerate(texts):
-        if index and text not in NO_SPACE_BEFORE:
-            parts.append(" ")
-        parts.append(MASK if index in hidden else text)
-    return "".join(parts)
-
-
 # --- the mask stage --------------------------------------------------------------------------
 
 
@@ -244,8 +230,9 @@ def mask_table(
 ) -> tuple[pa.Table, list[str]]:
     """The masked artifact's table (one row per query and level) and the unmaskable qids.
 
-    The same rule as :func:`mask_levels` + :func:`render`, inlined for speed; the
-    per-query columns are converted to Arrow once and repeated per level by ``take``.
+    The same rule as :func:`mask_levels` + :func:`negforge.template.render`, unrolled for
+    speed (each token's separated text computed once per query); the per-query columns are
+    converted to Arrow once and repeated per level by ``take``.
     """
     level_names = ("level", "ratio", "masked_positions", "original_words", "original_lemmas",
                    "types", "masked_query")
@@ -266,10 +253,7 @@ def mask_table(
         row_of_query = len(kept)
         kept.append(index)
         texts = [t[0] for t in tokens]
-        pieces = [
-            text if position == 0 or text in NO_SPACE_BEFORE else " " + text
-            for position, text in enumerate(texts)
-        ]
+        pieces = spaced(texts)
         n = len(plan)
         counts = counts_by_n.get(n)
         if counts is None:
@@ -279,7 +263,7 @@ def mask_table(
             positions = [p for p, _ in chosen]
             shown = pieces.copy()
             for p in positions:
-                shown[p] = MASK if len(pieces[p]) == len(texts[p]) else " " + MASK
+                shown[p] = separator(p, texts[p]) + MASK
             rows.append(row_of_query)
             level_col.append(number)
             ratio_col.append(ratio_floats[number - 1])

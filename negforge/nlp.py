@@ -149,6 +149,8 @@ def resolve_model(name: str | None = None) -> ModelInfo:
             folder = Path(candidate).expanduser().resolve()
         if folder is None:
             continue
+        if candidate == FALLBACK_PACKAGE and name is not None:
+            _note_fallback(candidate)
         meta = _meta_of(folder)
         lang, short = meta.get("lang"), meta.get("name")
         model_name = f"{lang}_{short}" if lang and short else candidate
@@ -160,6 +162,19 @@ def resolve_model(name: str | None = None) -> ModelInfo:
             version=str(meta.get("version", "unknown")),
         )
     raise MissingModelError(f"spaCy model {requested!r} is not installed: {INSTALL_HINT}")
+
+
+_NOTED_FALLBACK: set[str] = set()
+
+
+def _note_fallback(package: str) -> None:
+    """Say once per process, on stderr, that an explicit en_core_web_sm is the re-upload."""
+    if package not in _NOTED_FALLBACK:
+        from negforge.progress import stderr_note
+
+        _NOTED_FALLBACK.add(package)
+        stderr_note(f"negforge: {DEFAULT_MODEL} is not installed; using its PyPI re-upload "
+                    f"{package} (the same pipeline; provenance records it)")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ none of its queries failed: a rerun retries them); ``force`` reruns everything.
 Built-in variables: ``${sample_data}`` (the bundled sample folder), ``${pipeline_dir}`` (the
 folder of the pipeline file). Relative paths are relative to the working directory.
 Command-line overrides: ``--set VAR=VALUE`` (a variable or ``spacy_model``),
-``--set STAGE.KEY=VALUE`` (a stage setting; VALUE is read as YAML) and
-``--input NAME=PATH``.
+``--set STAGE.KEY=VALUE`` (a stage setting, checked and read as YAML by
+:mod:`negforge.overrides`) and ``--input NAME=PATH``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Pipeline files (``pipelines/*.yaml``): the stage models, loading and validation.
 
 :func:`load_spec` reads a pipeline file, applies the command-line overrides
-(``--set VAR=VALUE``, ``--set STAGE.KEY=VALUE``, ``--input NAME=PATH``), expands
+(``--set VAR=VALUE``, ``--set STAGE.KEY=VALUE`` checked and read as YAML by
+:mod:`negforge.overrides`, ``--input NAME=PATH``), expands
 ``${var}`` references and checks the whole file (stage kinds and keys, option values,
 references, override names) before anything runs; each error names the file, the stage and
 the key. :mod:`negforge.pipeline` runs what it returns (the file format is described there).
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from negforge.errors import ConfigError, InputError, PipelineError
+from negforge.overrides import check_key, parse_assignment
 
 StageKind = Literal["read", "build-dict", "mask", "generate", "export"]
 
@@ -130,6 +132,19 @@ DEFAULT_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 #: ...or, for these, the pipeline's first input.
 _DEFAULTS_TO_INPUT = {("read", "input"), ("build-dict", "inputs"), ("mask", "input")}
+
+
+def _check_stage_setting(stage: dict[str, Any], setting: str, source: str) -> None:
+    """``--set STAGE.KEY=...`` names a setting of the stage's kind (else the closest names)."""
+    models: dict[Any, type[BaseModel]] = {"read": ReadStage, "build-dict": BuildDictStage,
+                                          "mask": MaskStage, "export": ExportStage}  # fmt: skip
+    if stage.get("stage") == "generate":
+        if setting.split(".")[0] not in GenerateStage.model_fields:
+            from negforge.generation.config import GenerateConfig
+
+            check_key(GenerateConfig, setting, source)
+    elif stage.get("stage") in models:
+        check_key(models[stage.get("stage")], setting, source)
 
 
 def _parse_assignment(text: str, flag: str, path: Path) -> tuple[str, str]:
@@ -250,10 +265,11 @@ def load_spec(
                 raise PipelineError(f"--set {item}: no stage named {stage_name!r} "
                                     f"(stages: {', '.join(map(str, known))})", path=path)
             try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError as exc:
-                raise PipelineError(f"--set {item}: the value is not YAML ({exc})",
-                                    path=path) from exc  # fmt: skip
+                parsed = parse_assignment(item).value
+                for target in targets:
+                    _check_stage_setting(target, setting, f"--set {item}")
+            except ConfigError as exc:
+                raise PipelineError(str(exc), path=path) from exc
             for target in targets:
                 target[setting] = parsed
         elif key == "spacy_model":

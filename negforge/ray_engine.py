@@ -176,7 +176,7 @@ def _mask_shard(batch: dict[str, Any], *, shard_refs: list[Any], shards: list[Sh
                 "summary": {"shard": shard.index, "queries": len(records),
                             "rows": table.num_rows, "unmaskable_qids": unmaskable},
             })  # fmt: skip
-            write_artifact(path, table, provenance)
+            write_artifact(path, table, provenance, sidecar=False)
             rows = table.num_rows
             model = f"{parsed.model.name}=={parsed.model.version}"
         out["shard"].append(shard.index)
@@ -379,7 +379,7 @@ class RayEngine:
 
     def _mask(self, stage: Any, source: Path, output: Path, fingerprint: str,
               spacy_model: str | None, cache_dir: Path) -> tuple[str, dict[str, Any]]:  # fmt: skip
-        from negforge.artifacts import SCHEMA_VERSIONS
+        from negforge.artifacts import SCHEMA_VERSIONS, sha256_file
         from negforge.datasets import part_name, prepare_folder, write_manifest
         from negforge.masking import masked_provenance, parse_exclude_types, resolve_ratios
         from negforge.readers import detect_format
@@ -391,7 +391,8 @@ class RayEngine:
         refs = self._put_shards(records, shards)
         prepare_folder(output)
         base = {"kind": "masked", "schema_version": SCHEMA_VERSIONS["masked"],
-                "input_files": [str(source)], "ratios": [float(r) for r in chosen]}  # fmt: skip
+                "input_files": [str(source)], "input_sha256": [sha256_file(source)],
+                "ratios": [float(r) for r in chosen]}  # fmt: skip
 
         def run() -> list[dict[str, Any]]:
             done = self._map(self._shard_dataset(shards), _mask_shard, shard_refs=refs,
@@ -502,7 +503,7 @@ def _masked_parts(masked: Path, output: Path, shard_size: int) -> list[Path]:
     for index, (start, end) in enumerate(itertools.pairwise(cuts)):
         path = staging / f"part-{index:05d}.parquet"
         if not path.is_file() or pq.ParquetFile(path).metadata.num_rows != end - start:
-            write_artifact(path, table.slice(start, end - start), provenance)
+            write_artifact(path, table.slice(start, end - start), provenance, sidecar=False)
         parts.append(path)
     return parts
 

@@ -38,7 +38,7 @@ def _split(source: Path, folder: Path, cuts: list[int]) -> None:
     parts = []
     for index, (start, end) in enumerate(itertools.pairwise(cuts)):
         path = folder / part_name(index)
-        write_artifact(path, table.slice(start, end - start), provenance)
+        write_artifact(path, table.slice(start, end - start), provenance, sidecar=False)
         parts.append(DatasetPart(name=path.name, rows=end - start, sha256=sha256_file(path)))
     write_manifest(folder, provenance.model_copy(update={"fingerprint": "fp"}), parts)
 

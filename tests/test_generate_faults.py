@@ -19,6 +19,7 @@ import pytest
 
 from negforge.generation.config import GenerateConfig
 from negforge.generation.runner import generate_negatives
+from negforge.template import render_filled
 from tests.support.fake_openai import FakeOpenAIServer, FaultRule, RecordedRequest
 from tests.support.generation_inputs import (  # noqa: F401 - fixture
     REPO_ROOT,
@@ -81,16 +82,6 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
-def _render(tokens: list[str], positions: list[int], fills: list[str]) -> str:
-    tokens = list(tokens)
-    for position, fill in zip(positions, fills, strict=True):
-        tokens[position] = fill
-    text = ""
-    for index, token in enumerate(tokens):
-        text += token if index == 0 or token in {".", ","} else f" {token}"
-    return text
-
-
 def _assert_valid_row(row: dict[str, Any]) -> None:
     """An independent check of a row flagged valid."""
     assert row["negative"] is not None, row
@@ -99,7 +90,7 @@ def _assert_valid_row(row: dict[str, Any]) -> None:
                                  strict=True):  # fmt: skip
         assert fill.strip() and len(fill.split()) == 1, row
         assert fill.lower() not in {word.lower(), lemma.lower()}, row
-    assert row["negative"] == _render(row["tokens"], row["masked_positions"], row["fills"])
+    assert row["negative"] == render_filled(row["tokens"], row["masked_positions"], row["fills"])
     assert row["negative"].lower() != row["query"].lower()
 
 

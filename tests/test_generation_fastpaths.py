@@ -94,6 +94,16 @@ def test_read_masked_names_the_bad_row_and_field(
     with pytest.raises(InputError) as caught:
         read_masked(tmp_path / "bad.parquet")
     assert caught.value.line == 7 and caught.value.field == "level"
+    levels = table.column("level").to_pylist()
+    qids = table.column("qid").to_pylist()
+    row = next(i for i in range(4, len(qids)) if qids[i] == qids[i - 1])
+    levels[row] = levels[row - 1]  # a row repeats the previous row's level of its query
+    repeated = table.set_column(table.schema.get_field_index("level"), "level",
+                                pa.array(levels, pa.int16()))  # fmt: skip
+    write_artifact(tmp_path / "repeated.parquet", repeated, provenance)
+    with pytest.raises(InputError, match="twice") as caught:
+        read_masked(tmp_path / "repeated.parquet")
+    assert caught.value.line == row + 1 and caught.value.field == "level"
 
 
 def test_batch_files_split_at_both_limits_and_results_parse() -> None:

@@ -11,6 +11,7 @@ from negforge.generation import prompts
 from negforge.generation.answers import parse_answer, strip_code_fence
 from negforge.generation.sampling import FrozenDictionary, sample_dictionary
 from tests.support.masked_levels import toy_dictionary, toy_levels
+from tests.support.require import require_module
 
 
 def _render(seed: int = 0, query: int = 0, per_type: int = 3):
@@ -97,15 +98,16 @@ def test_parse_answer_tolerates_fences_and_reports_problems():
 
 
 def test_constrained_schema_lists_the_allowed_words_per_mask():
-    levels = toy_levels()[0]  # masks: verb, then noun, then adjective
+    levels = toy_levels()[0]  # level 3, left to right: opens (verb), red (adj.), door (noun)
+    assert levels[2].types == ["verb", "adjective", "noun"]
     choices = {"verb": ["closes", "holds"], "noun": ["cup"], "adjective": []}
     schema = prompts.response_schema(levels, choices)
     level3 = schema["properties"]["level_3"]
     assert "items" not in level3 and level3["minItems"] == level3["maxItems"] == 3
     assert level3["prefixItems"] == [
         {"type": "string", "enum": ["closes", "holds"]},
-        {"type": "string", "enum": ["cup"]},
         {"type": "string"},  # no words of that type: left free
+        {"type": "string", "enum": ["cup"]},
     ]
 
 
@@ -141,6 +143,6 @@ def test_local_requests_constrain_every_fill_and_compile_to_a_grammar():
     _, phrases = request(constrain_fills=False, allow_phrases=True)
     assert phrases is not None
     assert "pattern" not in phrases["schema"]["properties"]["level_1"]["items"]
-    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    llama_grammar = require_module("llama_cpp.llama_grammar", "requirements/llama.txt")
     for fmt in (response_format, free):
         assert llama_grammar.json_schema_to_gbnf(json.dumps(fmt["schema"]))

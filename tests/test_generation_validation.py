@@ -19,22 +19,12 @@ def levels():
 def test_render_negative_follows_the_masking_rule(levels):
     assert levels[0].masked_query == "person <mask> the red door slowly."
     assert v.render_negative(levels[0], ["closes"]) == "person closes the red door slowly."
-    assert v.render_tokens(["a", "b", ",", "c", "."]) == "a b, c."
     with pytest.raises(ValueError):
         v.render_negative(levels[1], ["closes"])
 
 
-def test_extract_fills_matches_the_template():
-    masked = "person <mask> a <mask> in a bag."
-    assert v.extract_fills(masked, "person put a notebook in a bag.") == ["put", "notebook"]
-    assert v.extract_fills(masked, "person  put a notebook in a bag. ") == ["put", "notebook"]
-    assert v.extract_fills(masked, "person put the notebook in a bag.") is None
-    assert v.extract_fills(masked, "person put a notebook in a box.") is None
-    assert v.extract_fills("<mask> <mask>.", "a b c.") == ["a", "b c"]
-
-
 def test_valid_fills_pass(levels):
-    results = v.validate_query(levels, [["closes"], ["holds", "window"], ["washes", "cup", "old"]])
+    results = v.validate_query(levels, [["closes"], ["holds", "window"], ["washes", "old", "cup"]])
     assert [r.valid for r in results] == [True, True, True]
     assert all(r.reasons == [] for r in results)
     assert results[2].negative == "person washes the old cup slowly."

@@ -331,7 +331,58 @@ def _run_unknown_stage_setting(d: Path) -> Expected:
     path = pipeline(d, "stages:\n  - {stage: read}\n  - {stage: build-dict}\n"
                        "  - {stage: mask}\n  - {stage: generate}\n")
     return Expected(["run", str(path), "--set", "generate.temprature=0.5", "--output-dir",
-                     str(d / "o")], path, "key 'temprature': unknown key")  # fmt: skip
+                     str(d / "o")], path,
+                    "unknown key 'temprature'; closest: temperature")  # fmt: skip
+
+
+def _run_set_stage_value_not_yaml(d: Path) -> Expected:
+    path = pipeline(d, "stages:\n  - {stage: read}\n  - {stage: build-dict}\n  - {stage: mask}\n")
+    return Expected(["run", str(path), "--set", "mask.ratios=[0.5", "--output-dir", str(d / "o")],
+                    path, "--set mask.ratios=[0.5: the value is not YAML")  # fmt: skip
+
+
+def _run_set_bad_stage_value(d: Path) -> Expected:
+    path = pipeline(d, "stages:\n  - {stage: read}\n  - {stage: build-dict}\n"
+                       "  - {stage: mask}\n  - {stage: generate}\n")
+    return Expected(["run", str(path), "--set", "generate.on_failed=retry", "--output-dir",
+                     str(d / "o")], path, "key 'on_failed'")  # fmt: skip
+
+
+# A --set of generate / train names no file: the line names the option (Expected.path).
+_SET = Path("--set")
+
+
+def _generate_set_unknown_key(d: Path) -> Expected:
+    return Expected(["generate", str(d / "masked.parquet"), "--dict", str(d / "dict.parquet"),
+                     "-o", str(d / "n.parquet"), "--set", "temprature=0.5"], _SET,
+                    "unknown key 'temprature'; closest: temperature")  # fmt: skip
+
+
+def _generate_set_bad_value(d: Path) -> Expected:
+    return Expected(["generate", str(d / "masked.parquet"), "--dict", str(d / "dict.parquet"),
+                     "-o", str(d / "n.parquet"), "--set", "concurrency=many"], _SET,
+                    "invalid value for concurrency")  # fmt: skip
+
+
+def _generate_set_without_value(d: Path) -> Expected:
+    return Expected(["generate", str(d / "masked.parquet"), "--dict", str(d / "dict.parquet"),
+                     "-o", str(d / "n.parquet"), "--set", "seed"], _SET,
+                    "expected KEY=VALUE")  # fmt: skip
+
+
+def _train_set_unknown_key(d: Path) -> Expected:
+    return Expected(["train", "-o", str(d / "runx"), "--set", "optim.lrr=0.1"], _SET,
+                    "unknown key 'optim.lrr'")  # fmt: skip
+
+
+def _train_set_bad_value(d: Path) -> Expected:
+    return Expected(["train", "-o", str(d / "runx"), "--set", "loss.shine.fine_ranking=spiral"],
+                    _SET, "expected one of chain|anchored")  # fmt: skip
+
+
+def _train_set_section_not_a_mapping(d: Path) -> Expected:
+    return Expected(["train", "-o", str(d / "runx"), "--set", "optim=fast"], _SET,
+                    "invalid value for optim")  # fmt: skip
 
 
 def _report_output_is_input(d: Path) -> Expected:
@@ -697,8 +748,8 @@ def test_build_dict_artifact_and_summary_appear_together(base: BaseInputs, tmp_p
     before = snapshot(tmp_path)
     result = call_cli("build-dict", d / "queries.jsonl", "-o", full / "D.parquet",
                       cache=base.cache)  # fmt: skip
-    # the artifact was written; its summary did not fit: so neither is there
-    assert_clean_failure(result, Expected([], full / "D.parquet.summary.txt", "disk full"))
+    # the artifact was written; its provenance sidecar and summary did not fit: so none is there
+    assert_clean_failure(result, Expected([], full / "D.parquet.provenance.json", "disk full"))
     assert snapshot(tmp_path) == before  # no artifact without its summary, no temp file
 
 

@@ -19,10 +19,10 @@ from negforge.masking import (
     parse_ratios,
     primitive_type,
     priority_list,
-    render,
     resolve_ratios,
 )
 from negforge.records import QueryRecord
+from negforge.template import render
 
 CG = PRESETS["charades_cg"]
 

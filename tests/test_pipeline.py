@@ -175,7 +175,11 @@ def test_generate_stage_runs_the_llm_stage_with_its_settings(tmp_path):
     provenance = read_provenance(out / "negatives.parquet")
     assert provenance.kind == "negatives" and provenance.fingerprint == outcomes[3].fingerprint
     rows = [json.loads(line) for line in (out / "shine.jsonl").read_text().splitlines()]
-    assert all(len(r.get("recomposed_queries", r.get("negative_valid", []))) == 3 for r in rows)
+    qids = pq.read_table(out / "negatives.parquet", columns=["qid"])["qid"].to_pylist()
+    assert rows and sorted(r["qid"] for r in rows) == sorted(set(qids))  # one row per query
+    for row in rows:  # either all three negatives, or which of the three are valid
+        assert ("recomposed_queries" in row) != ("negative_valid" in row)
+        assert len(row.get("recomposed_queries") or row["negative_valid"]) == 3
     assert statuses(run_pipeline(spec, output_dir=out))["generate"] == "skipped"
     with pytest.raises(ConfigError, match="temprature"):
         run_pipeline(spec, output_dir=out, overrides=["generate.temprature=0.5"])

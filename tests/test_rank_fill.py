@@ -22,6 +22,7 @@ from negforge.generation.rank_fill import (
 )
 from negforge.generation.validation import render_negative
 from negforge.inflection import FormIndex, inflection_class
+from negforge.template import render
 from tests.support.generation_inputs import REPO_ROOT, run_negforge
 from tests.support.llama_model import require_llama
 
@@ -113,7 +114,7 @@ def level(tokens: list[str], masked: list[int]) -> MaskedLevel:
         level=1, ratio=0.5, tokens=tokens, masked_positions=masked,
         original_words=[tokens[i] for i in masked], original_lemmas=[tokens[i] for i in masked],
         types=["noun"] * len(masked),
-        masked_query=" ".join("<mask>" if i in masked else t for i, t in enumerate(tokens)),
+        masked_query=render(tokens, masked),
     )  # fmt: skip
 
 

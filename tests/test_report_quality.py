@@ -17,23 +17,9 @@ from negforge.reporting.alignment import (
     locate_fills,
     located_fills,
     mask_runs,
-    split_words,
 )
 from negforge.reporting.quality import compute_quality, row_fills
 from tests.support.negative_rows import dictionary_index, make_row, rows_x, rows_y
-
-
-def test_split_words_splits_trailing_punctuation() -> None:
-    assert split_words("a person sits, then  stands.") == [
-        "a",
-        "person",
-        "sits",
-        ",",
-        "then",
-        "stands",
-        ".",
-    ]
-    assert split_words("<mask>.") == ["<mask>", "."]
 
 
 def test_mask_runs_group_adjacent_masks() -> None:
@@ -58,12 +44,14 @@ def test_locate_fills_needs_the_template() -> None:
     assert locate_fills(masked, "person <mask> runs into the garage.") is None
 
 
-def test_row_fills_follow_priority_order() -> None:
-    # masked_positions [1, 3, 0] (verb, noun, subject); the template reads left to right.
-    row = make_row("A", 3, ["pushes", "gate", "child"])
+def test_row_fills_follow_the_masks_left_to_right() -> None:
+    # masked_positions [0, 1, 3] (subject, verb, noun), as the pipeline writes them.
+    row = make_row("A", 3, ["child", "pushes", "gate"])
+    assert row.masked_query == "<mask> <mask> the <mask>."
     assert row.negative == "child pushes the gate."
     fills, kept = row_fills(row)
-    assert fills == ["pushes", "gate", "child"] and kept
+    assert fills == ["child", "pushes", "gate"] and kept
+    assert row.types == ["noun", "verb", "noun"]
     dropped = make_row("A", 2, ["picks", "table"], negative=None, valid=False)
     assert row_fills(dropped) == (["picks", "table"], False)
 

@@ -252,6 +252,15 @@ def test_report_command_writes_html_and_markdown(tmp_path: Path) -> None:
     assert "Skipped: hierarchy check turned off" in html_text
     assert md.read_text().startswith("# negforge negatives report")
     assert html_text.count('<div class="example">') == 2
+    summary = result.stdout.splitlines()  # a few lines, not the Markdown
+    assert summary[0] == "gpt: 3 queries, 9 rows, 33.3 % valid, 9 with a negative", summary
+    assert summary[-1] == f"wrote {out} and {md}" and len(summary) == 4
+
+    printed = CliRunner().invoke(app, ["report", str(x), "-o", str(out), "--no-hierarchy",
+                                       "--markdown", "-", "--quiet"])  # fmt: skip
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout.startswith("# negforge negatives report")
+    assert "wrote" not in printed.stdout and not (tmp_path / "-").exists()
 
 
 def test_report_rejects_a_non_negatives_artifact(tmp_path: Path) -> None:
@@ -260,7 +269,7 @@ def test_report_rejects_a_non_negatives_artifact(tmp_path: Path) -> None:
     dictionary = write_dictionary(tmp_path / "dict.parquet")
     with pytest.raises(InputError, match="expected a negatives artifact"):
         load_negatives(dictionary)
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="file not found"):
         load_negatives(tmp_path / "missing.parquet")
 
 
@@ -279,3 +288,24 @@ def test_report_cli_exit_code_2_on_bad_input(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert str(bad) in proc.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_hierarchy_chart_labels_never_overlap() -> None:
+    from negforge.reporting.charts import hierarchy_figure
+
+    close = [("a", [0.861, 0.712, 0.55]), ("b", [0.858, 0.709, 0.551]),
+             ("c", [0.86, 0.70, 0.549])]  # fmt: skip
+    results = [
+        HierarchyResult(artifact=name, encoder="minilm", queries=3, levels=[
+            LevelSimilarity(level=i + 1, pairs=3, mean=m, std=0.05) for i, m in enumerate(means)
+        ])
+        for name, means in close
+    ]  # fmt: skip
+    figure = hierarchy_figure(results)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = [text.get_window_extent(renderer) for text in figure.axes[0].texts]
+    assert len(boxes) == 9
+    for i, box in enumerate(boxes):
+        for other in boxes[i + 1:]:
+            assert not box.overlaps(other), (box, other)

@@ -10,8 +10,9 @@ import yaml
 from typer.testing import CliRunner
 
 from negforge.cli import app
-from negforge.cli.train_commands import _parse_value, config_flags
+from negforge.cli.train_commands import TRAIN_FLAGS
 from negforge.errors import ConfigError
+from negforge.overrides import checked, parse_assignment
 from negforge.trainer.config import (
     EvalSplit,
     TrainConfig,
@@ -94,21 +95,7 @@ def test_eval_split_names():
 
 
 def test_every_config_field_is_a_train_flag():
-    flags = config_flags()
-    covered = {dotted for dotted, _, _ in flags}
-    explicit = {
-        "preset",
-        "model.backbone",
-        "data.train",
-        "data.eval",
-        "data.video_feats",
-        "data.text_feats",
-        "data.val_fraction",
-        "data.on_missing",
-        "select_on",
-        "device",
-    }
-    assert covered | explicit == set(leaf_fields(TrainConfig))
+    assert {flag.key for flag in TRAIN_FLAGS} == set(leaf_fields(TrainConfig))
     result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for flag in (
@@ -139,8 +126,11 @@ def test_every_config_field_is_a_train_flag():
 
 
 def test_list_flags_are_parsed():
-    assert _parse_value("loss.shine.margins", "0.1,0.2,0.3,0.4") == [0.1, 0.2, 0.3, 0.4]
-    terms = _parse_value("loss.shine.fine_terms", "1,0,true,false")
+    def value(text: str) -> object:
+        return next(iter(checked(TrainConfig, [parse_assignment(text)]).values()))
+
+    assert value("loss.shine.margins=0.1,0.2,0.3,0.4") == [0.1, 0.2, 0.3, 0.4]
+    terms = value("loss.shine.fine_terms=1,0,true,false")
     cfg = build_config(overrides={"loss.shine.fine_terms": terms})
     assert cfg.loss.shine.fine_terms == (True, False, True, False)
 

@@ -9,7 +9,6 @@ This module imports pydantic and yaml only (no torch), so the CLI can build its 
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from negforge.errors import ConfigError, InputError
+from negforge.overrides import describe_error, merge, set_path
+from negforge.overrides import leaf_fields as _leaf_fields
 from negforge.trainer.model_config import Backbone, LossConfig, ModelConfig
 
 PresetName = Literal["charades_cg", "anet_cg"]
@@ -212,25 +213,6 @@ def _shine_paper_values() -> dict[str, Any]:
     return {"h1": 1.0, "h2": 2.0, "margins": [0.25], "q": 8, "alpha": 1.0, "beta": 1.0}
 
 
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated recursively by ``update`` (neither is modified)."""
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
-    """``target["a"]["b"] = value`` for ``dotted == "a.b"`` (creating levels)."""
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        target = target.setdefault(part, {})
-    target[leaf] = value
-
-
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """A YAML config as a nested dict; relative data paths are resolved against its folder."""
     path = Path(path)
@@ -284,8 +266,11 @@ def build_config(
     backbone: str | None = None,
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> TrainConfig:
-    """Resolve defaults < preset < YAML < overrides (dotted keys) into a :class:`TrainConfig`."""
+    """Resolve defaults < preset < YAML < overrides (dotted keys) into a :class:`TrainConfig`.
+
+    ``sources`` tells how each override was given (``--set optim.lr=x``), for the error."""
     from_yaml = read_yaml_config(yaml_path) if yaml_path is not None else {}
     flat = dict(overrides or {})
     chosen_backbone = (
@@ -298,19 +283,17 @@ def build_config(
     merged: dict[str, Any] = {}
     if chosen_preset:
         merged = preset_values(str(chosen_preset), str(chosen_backbone))
-    merged = deep_merge(merged, from_yaml)
+    merged = merge(merged, from_yaml)
     for dotted, value in flat.items():
-        set_dotted(merged, dotted, value)
-    set_dotted(merged, "model.backbone", chosen_backbone)
+        set_path(merged, dotted, value)
+    set_path(merged, "model.backbone", chosen_backbone)
     if chosen_preset:
         merged["preset"] = chosen_preset
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
         source = f" (from {yaml_path})" if yaml_path else ""
-        raise ConfigError(f"invalid setting {where}: {first['msg']}{source}") from exc
+        raise ConfigError(describe_error(TrainConfig, exc, sources) + source) from exc
 
 
 def config_to_yaml(config: TrainConfig) -> str:
@@ -320,12 +303,4 @@ def config_to_yaml(config: TrainConfig) -> str:
 
 def leaf_fields(model: type[BaseModel] = TrainConfig, prefix: str = "") -> dict[str, Any]:
     """Every leaf setting as ``{dotted name: FieldInfo}`` (nested models are walked)."""
-    leaves: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        dotted = f"{prefix}{name}"
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            leaves.update(leaf_fields(annotation, dotted + "."))
-        else:
-            leaves[dotted] = info
-    return leaves
+    return _leaf_fields(model, prefix)

@@ -14,15 +14,16 @@ labels and collation are in :mod:`negforge.trainer.dataset`.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from negforge.errors import ConfigError, InputError
+from negforge.query_view import by_query
 from negforge.records import QueryRecord
 from negforge.trainer.features import (
     TextFeatureStore,
@@ -123,14 +124,10 @@ def read_negatives_artifact(path: str | Path) -> list[GroundingSample]:
     table, _ = read_artifact(path, "negatives")
     columns = ["qid", "query", "vid", "duration", "relevant_windows", "level", "negative", "valid"]
     rows = table.select(columns).to_pylist()
-    by_qid: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_qid[row["qid"]].append(row)
     levels = max((int(row["level"]) for row in rows), default=0)
     samples = []
-    for qid, group in by_qid.items():
-        first = group[0]
-        by_level = {int(r["level"]): r for r in group}
+    for query in by_query(rows):
+        first, by_level = query.first, query.by_level()
         negatives: list[str | None] = []
         for level in range(1, levels + 1):
             row = by_level.get(level)
@@ -138,7 +135,7 @@ def read_negatives_artifact(path: str | Path) -> list[GroundingSample]:
             negatives.append(row["negative"] if ok and row is not None else None)
         samples.append(
             GroundingSample(
-                qid=str(qid),
+                qid=query.qid,
                 query=first["query"],
                 vid=first["vid"],
                 duration=float(first["duration"]),

@@ -46,13 +46,15 @@ def collect_texts(path: str | Path) -> dict[str, str]:
     texts: dict[str, str] = {}
     if is_negatives_artifact(path):
         from negforge.artifacts import read_artifact
+        from negforge.query_view import by_query
 
         table, _ = read_artifact(path, "negatives")
-        for row in table.select(["qid", "query", "level", "negative", "valid"]).to_pylist():
-            qid = str(row["qid"])
-            texts[query_key(qid)] = row["query"]
-            if row["negative"] and row["valid"]:
-                texts[negative_key(qid, int(row["level"]) - 1)] = row["negative"]
+        rows = table.select(["qid", "query", "level", "negative", "valid"]).to_pylist()
+        for query in by_query(rows):
+            texts[query_key(query.qid)] = query.first["query"]
+            for row in query.rows:
+                if row["negative"] and row["valid"]:
+                    texts[negative_key(query.qid, int(row["level"]) - 1)] = row["negative"]
         return texts
     from negforge.readers import read_queries
 

@@ -61,6 +61,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from negforge.atomic import atomic_path, atomic_write_text
 from negforge.errors import InputError
+from negforge.template import render
 from negforge.trainer.features import negative_key, query_key
 
 #: Word pools; the first ``verbs + novel_verbs`` (``nouns + novel_nouns``) are used.
@@ -184,7 +185,7 @@ def held_out_pairs(config: SynthConfig | None = None) -> list[tuple[str, str]]:
 
 
 def sentence(verb: str, noun: str, subject: str = "person") -> str:
-    return f"{subject} {verb} the {noun}."
+    return render([subject, verb, "the", noun, "."])
 
 
 def words_of(text: str) -> list[str]:
@@ -352,11 +353,8 @@ def _builtin_negatives(
     verb: str, noun: str, subject: str, vocab: Vocabulary, rng: np.random.Generator
 ) -> tuple[list[str], list[str]]:
     """Masked queries and three negatives: swap the verb; verb + noun; verb + noun + subject."""
-    masked = [
-        f"{subject} <mask> the {noun}.",
-        f"{subject} <mask> the <mask>.",
-        "<mask> <mask> the <mask>.",
-    ]
+    tokens = [subject, verb, "the", noun, "."]
+    masked = [render(tokens, [1]), render(tokens, [1, 3]), render(tokens, [0, 1, 3])]
     other_verbs = [v for v in vocab.verbs if v != verb]
     other_nouns = [n for n in vocab.nouns if n != noun]
     other_subject = next(s for s in SUBJECTS if s != subject)

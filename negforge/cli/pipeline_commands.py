@@ -7,11 +7,12 @@ Nothing heavy is imported here at module level (the library modules load inside 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
 from negforge.cli.app import app
+from negforge.progress import StepProgress
 
 _ON_ERROR_HELP = (
     "raise: stop at the first bad row (exit 2); "
@@ -32,10 +33,16 @@ def _allow_empty_option() -> Any:
     return typer.Option(False, "--allow-empty", help=_ALLOW_EMPTY_HELP)
 
 
-def _check_on_error(value: str) -> str:
-    if value not in ("raise", "skip"):
-        raise typer.BadParameter("must be 'raise' or 'skip'")
-    return value
+def _quiet_option() -> Any:
+    return typer.Option(False, "--quiet", "-q", help="no progress display")
+
+
+#: What a command does with a bad input row.
+OnError = Literal["raise", "skip"]
+#: Input formats of the query readers (None: from the file's suffix).
+InputFormat = Literal["jsonl", "json", "csv", "parquet"]
+#: Masking ratios of the paper (checked by the library, whose error lists them).
+_PRESET_CHOICES = "[charades_cg|anet_cg]"
 
 
 @app.command("read")
@@ -44,10 +51,9 @@ def read_command(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="write the valid rows as SHINE jsonl here"
     ),
-    fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
+    fmt: InputFormat | None = typer.Option(None, "--format", help=_FORMAT_HELP),
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
-    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
-                                 callback=_check_on_error),
+    on_error: OnError = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP),
     allow_empty: bool = _allow_empty_option(),
     sample: int | None = typer.Option(
         None, "--sample", min=1, help="write only N queries drawn with --seed (file order kept)"
@@ -86,7 +92,7 @@ def mask_command(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="query file"),
     output: Path = typer.Option(..., "-o", "--output", help="masked artifact (.parquet)"),
     preset: str = typer.Option(
-        "charades_cg", "--preset", help="masking ratios of the paper: charades_cg or anet_cg"
+        "charades_cg", "--preset", metavar=_PRESET_CHOICES, help="masking ratios of the paper"
     ),
     ratios: str | None = typer.Option(
         None, "--ratios", help="comma-separated ratios, e.g. 0.25,0.5,0.75 (overrides --preset)"
@@ -95,21 +101,22 @@ def mask_command(
         None, "--exclude-types", help="types never masked, e.g. preposition,adverb (Table 6)"
     ),
     spacy_model: str | None = typer.Option(None, "--spacy-model", help=_MODEL_HELP),
-    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
-                                 callback=_check_on_error),
-    fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
+    on_error: OnError = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP),
+    fmt: InputFormat | None = typer.Option(None, "--format", help=_FORMAT_HELP),
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     allow_empty: bool = _allow_empty_option(),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Progressively mask every query into a masked artifact (rule: docs/pipeline.md#masking)."""
     from negforge.masking import mask_file
 
-    result = mask_file(
-        input_path, output, preset=preset, ratios=ratios, exclude_types=exclude_types,
-        spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split, cache_dir=cache_dir,
-        allow_empty=allow_empty,
-    )
+    with StepProgress(f"mask: parsing and masking {input_path.name}", quiet=quiet):
+        result = mask_file(
+            input_path, output, preset=preset, ratios=ratios, exclude_types=exclude_types,
+            spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
+            cache_dir=cache_dir, allow_empty=allow_empty,
+        )
     extra = []
     if result.unmaskable:
         extra.append(f"{len(result.unmaskable)} queries with nothing to mask left out")
@@ -144,20 +151,21 @@ def build_dict_command(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="training query files"),
     output: Path = typer.Option(..., "-o", "--output", help="dictionary artifact (.parquet)"),
     spacy_model: str | None = typer.Option(None, "--spacy-model", help=_MODEL_HELP),
-    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
-                                 callback=_check_on_error),
-    fmt: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
+    on_error: OnError = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP),
+    fmt: InputFormat | None = typer.Option(None, "--format", help=_FORMAT_HELP),
     split: str | None = typer.Option(None, "--split", help=_SPLIT_HELP),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     allow_empty: bool = _allow_empty_option(),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Build the POS dictionary D (verbs, nouns, adjectives, prepositions, adverbs + counts)."""
     from negforge.dictionary import build_dictionary
 
-    result = build_dictionary(
-        inputs, output, spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
-        cache_dir=cache_dir, allow_empty=allow_empty,
-    )
+    with StepProgress("build-dict: parsing the training queries", quiet=quiet):
+        result = build_dictionary(
+            inputs, output, spacy_model=spacy_model, on_error=on_error, fmt=fmt, split=split,
+            cache_dir=cache_dir, allow_empty=allow_empty,
+        )
     sizes = ", ".join(f"{n} {kind}s" for kind, n in result.per_type.items())
     skipped = f"; {result.bad_rows} bad rows skipped" if result.bad_rows else ""
     typer.echo(
@@ -170,7 +178,7 @@ def build_dict_command(
 def export_command(
     artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="masked or negatives artifact"),
     output: Path = typer.Option(..., "-o", "--output", help="output file (.jsonl)"),
-    fmt: str = typer.Option("shine-jsonl", "--format", help="export format: shine-jsonl"),
+    fmt: Literal["shine-jsonl"] = typer.Option("shine-jsonl", "--format", help="export format"),
     allow_empty: bool = _allow_empty_option(),
 ) -> None:
     """Write an artifact as the jsonl SHINE-style trainers read."""
@@ -193,25 +201,26 @@ def import_negatives_command(
     output: Path = typer.Option(..., "-o", "--output", help="negatives artifact (.parquet)"),
     model: str = typer.Option("gpt-3.5-turbo (released)", "--model",
                               help="model name recorded for the imported negatives"),
-    preset: str = typer.Option("charades_cg", "--preset",
-                               help="ratios recorded for the levels: charades_cg or anet_cg"),
+    preset: str = typer.Option("charades_cg", "--preset", metavar=_PRESET_CHOICES,
+                               help="ratios recorded for the levels"),
     dictionary: Path | None = typer.Option(
         None, "--dictionary", help="dictionary artifact: also check fills against D"
     ),
     spacy_model: str | None = typer.Option(None, "--spacy-model", help=_MODEL_HELP),
-    on_error: str = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP,
-                                 callback=_check_on_error),
+    on_error: OnError = typer.Option("raise", "--on-error", help=_ON_ERROR_HELP),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     allow_empty: bool = _allow_empty_option(),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Turn a released SHINE training file (GPT-3.5 negatives) into a negatives artifact."""
     from negforge.export import import_negatives
 
-    result = import_negatives(
-        shine_jsonl, output, model=model, preset=preset, dictionary=dictionary,
-        spacy_model=spacy_model, on_error=on_error, cache_dir=cache_dir,
-        allow_empty=allow_empty,
-    )
+    with StepProgress(f"import-negatives: aligning {shine_jsonl.name}", quiet=quiet):
+        result = import_negatives(
+            shine_jsonl, output, model=model, preset=preset, dictionary=dictionary,
+            spacy_model=spacy_model, on_error=on_error, cache_dir=cache_dir,
+            allow_empty=allow_empty,
+        )
     typer.echo(
         f"imported {result.queries} queries -> {result.rows} negatives in {output} "
         f"({result.valid_rows} valid; {result.unaligned_levels} levels aligned by template)"
@@ -223,15 +232,17 @@ def run_command(
     pipeline: Path = typer.Argument(..., metavar="PIPELINE.yaml", help="pipeline file"),
     force: bool = typer.Option(False, "--force", help="rerun every stage, even unchanged ones"),
     set_: list[str] = typer.Option(
-        [], "--set", help="VAR=VALUE (a ${var} or spacy_model) or STAGE.KEY=VALUE; repeatable"
+        [], "--set", metavar="KEY=VALUE", help="STAGE.KEY=VALUE: a stage setting (value read "
+        "as YAML, e.g. generate.seed=1), or VAR=VALUE: a ${var}, an input or spacy_model; "
+        "repeatable"
     ),
     input_: list[str] = typer.Option([], "--input", help="NAME=PATH: replace an input file"),
     output_dir: Path | None = typer.Option(
         None, "--output-dir", help="where artifacts go (default outputs/<pipeline name>/)"
     ),
     allow_empty: bool = _allow_empty_option(),
-    engine: str = typer.Option(
-        "local", "--engine", help="local | ray: build-dict, mask and generate on Ray Data "
+    engine: Literal["local", "ray"] = typer.Option(
+        "local", "--engine", help="ray: build-dict, mask and generate on Ray Data "
         "(needs negforge[ray])"
     ),
     address: str | None = typer.Option(
@@ -254,8 +265,6 @@ def run_command(
     from negforge.errors import ConfigError, Interrupted
     from negforge.pipeline import run_pipeline
 
-    if engine not in ("local", "ray"):
-        raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     if engine == "local" and (address or workers or api_bases):
         raise ConfigError("--address, --workers and --api-base go with --engine ray")
     stage_engine = None

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from negforge.cli.app import app
-from negforge.cli.pipeline_commands import _allow_empty_option, _check_on_error
+from negforge.cli.pipeline_commands import InputFormat, OnError, _allow_empty_option
 
 
 @app.command("score-plausibility")
@@ -30,11 +30,12 @@ def score_plausibility_command(
         None, "--cache-dir", help="score cache (default $NEGFORGE_CACHE_DIR/plausibility)"
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the cache"),
-    fmt: str | None = typer.Option(None, "--format", help="query file format (default: suffix)"),
+    fmt: InputFormat | None = typer.Option(
+        None, "--format", help="query file format (default: suffix)"
+    ),
     split: str | None = typer.Option(None, "--split", help="split name of a benchmark json"),
-    on_error: str = typer.Option("raise", "--on-error", help="raise | skip: bad query rows "
-                                 "(skipped ones listed in <output>.errors.jsonl)",
-                                 callback=_check_on_error),
+    on_error: OnError = typer.Option("raise", "--on-error", help="bad query rows: stop, or "
+                                     "skip them (listed in <output>.errors.jsonl)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     allow_empty: bool = _allow_empty_option(),
 ) -> None:

@@ -23,7 +23,7 @@ def report_command(
         None, "--dict", help="dictionary artifact D (fills outside D / of another type)"
     ),
     markdown: Path | None = typer.Option(
-        None, "--markdown", help="also write the Markdown summary here"
+        None, "--markdown", help="also write the Markdown report to FILE ('-': print it)"
     ),
     names: list[str] | None = typer.Option(
         None, "--name", help="display name of each artifact, in order (default: file names)"
@@ -55,30 +55,37 @@ def report_command(
     model_path: Path | None = typer.Option(
         None, "--model-path", help="GGUF for --score-plausibility (default: SmolLM2)"
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="do not print the Markdown summary"),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="no progress display and no summary lines"
+    ),
     allow_empty: bool = typer.Option(
         False, "--allow-empty", help="accept a negatives artifact without rows"
     ),
 ) -> None:
     """Report on negatives artifacts side by side: one self-contained HTML file.
 
-    Scored artifacts (negforge score-plausibility) get a plausibility section.
+    Prints a short summary (rows, valid share, where the files went); the full Markdown
+    report only with --markdown - (stdout) or --markdown FILE. Scored artifacts (negforge
+    score-plausibility) get a plausibility section.
     """
     from negforge.artifacts import artifact_rows
     from negforge.atomic import check_output
     from negforge.readers import empty_input_error
     from negforge.reporting.writer import write_negatives_report
 
-    check_output(output, inputs=[*negatives, dictionary, markdown])
+    to_stdout = markdown is not None and str(markdown) == "-"
+    markdown_file = None if to_stdout else markdown
+    check_output(output, inputs=[*negatives, dictionary, markdown_file])
     for path in negatives:
         if not allow_empty and artifact_rows(path) == 0:
             raise empty_input_error(path)
-    if markdown is not None:
-        check_output(markdown, inputs=[*negatives, dictionary, output], what="Markdown summary")
+    if markdown_file is not None:
+        check_output(markdown_file, inputs=[*negatives, dictionary, output],
+                     what="Markdown report")  # fmt: skip
     written = write_negatives_report(
         negatives,
         output,
-        markdown=markdown,
+        markdown=markdown_file,
         names=names or None,
         dictionary_path=dictionary,
         examples=examples,
@@ -89,11 +96,12 @@ def report_command(
         plausibility_threshold=plausibility_threshold,
         least_count=least_plausible,
         model_path=model_path,
+        quiet=quiet,
     )
-    if not quiet:
+    if to_stdout:
         typer.echo(written.markdown_text)
-    extra = f" and {written.markdown}" if written.markdown else ""
-    typer.echo(f"wrote {written.html}{extra}", err=not quiet)
+    if not quiet:  # with the Markdown on stdout, the summary goes to stderr
+        typer.echo("\n".join(written.summary_lines()), err=to_stdout)
 
 
 @app.command("plot-run")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -27,7 +28,9 @@ def sweep_command(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="sweep folder [outputs/sweeps/NAME]"
     ),
-    engine: str = typer.Option("local", "--engine", help="local (worker processes) or ray"),
+    engine: Literal["local", "ray"] = typer.Option(
+        "local", "--engine", help="local (worker processes) or ray"
+    ),
     workers: int = typer.Option(
         1, "--workers", help="trials at a time (local; ray: local instance)"
     ),
@@ -42,8 +45,6 @@ def sweep_command(
     from negforge.sweep import load_sweep, run_and_report
     from negforge.sweep.runner import split_finished, trial_specs
 
-    if engine not in ("local", "ray"):
-        raise ConfigError(f"--engine {engine}: choose local or ray")
     sweep = load_sweep(sweep_file)
     output = check_output(output or Path("outputs") / "sweeps" / sweep.name, folder=True)
     if dry_run:
@@ -57,7 +58,7 @@ def sweep_command(
     report = run_and_report(
         sweep,
         output,
-        engine=engine,  # type: ignore[arg-type]
+        engine=engine,
         workers=workers,
         address=address,
         cpus_per_trial=cpus_per_trial,

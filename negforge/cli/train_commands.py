@@ -1,40 +1,28 @@
 """CLI commands of the train area: train, eval, score, convert-checkpoint, featurize, synth.
 
 ``train`` exposes every leaf of :class:`~negforge.trainer.config.TrainConfig` as a flag
-(generated from the config model, so a new setting is a new flag). torch, transformers and
-the trainer's model code are imported inside the commands only.
+(generated from the config model, so a new setting is a new flag) and as ``--set KEY=VALUE``.
+torch, transformers and the trainer's model code are imported inside the commands only.
 """
 
 from __future__ import annotations
 
-import inspect
-import typing
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
 from negforge.atomic import check_output
 from negforge.cli.app import app
+from negforge.cli.config_options import all_flags, assignments, with_config_options
 from negforge.errors import ConfigError, Interrupted
-from negforge.trainer.config import PRESETS, leaf_fields
+from negforge.overrides import checked
+from negforge.trainer.config import TrainConfig
+from negforge.trainer.model_config import Backbone
 
-#: Settings that have a hand-written option on ``train``.
-_EXPLICIT = {
-    "preset",
-    "model.backbone",
-    "data.train",
-    "data.eval",
-    "data.video_feats",
-    "data.text_feats",
-    "data.val_fraction",
-    "data.on_missing",
-    "select_on",
-    "device",
-}
 #: Flag names that read better than the bare field name.
 _RENAMED = {
+    "model.backbone": "backbone",
     "loss.shine.enabled": "shine",
     "loss.saliency": "saliency-weight",
     "loss.cls": "cls-weight",
@@ -42,192 +30,61 @@ _RENAMED = {
     "loss.span_l1": "span-l1-weight",
     "loss.aux": "aux-loss",
 }
-
-
-def _flag_name(dotted: str, taken: set[str]) -> str:
-    if dotted in _RENAMED:
-        return _RENAMED[dotted]
-    name = dotted.rsplit(".", 1)[-1].replace("_", "-")
-    return dotted.replace(".", "-").replace("_", "-") if name in taken else name
-
-
-def _choices(annotation: Any) -> list[str] | None:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Literal:
-        return [str(a) for a in typing.get_args(annotation)]
-    for arg in args:
-        found = _choices(arg)
-        if found:
-            return found
-    return None
-
-
-def _option_type(annotation: Any) -> tuple[type, bool]:
-    """(click-friendly type, is a bool switch) of a config field annotation."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    base = (
-        args[0] if typing.get_origin(annotation) in (typing.Union, type(int | None)) else annotation
-    )
-    if base is bool:
-        return bool, True
-    if base in (int, float, str):
-        return base, False
-    if base is Path:
-        return Path, False
-    return str, False  # tuples, lists, literals: parsed from text
-
-
-def config_flags() -> list[tuple[str, str, inspect.Parameter]]:
-    """(dotted setting, python parameter name, parameter) for every generated flag."""
-    flags: list[tuple[str, str, inspect.Parameter]] = []
-    taken: set[str] = set()
-    leaves = {k: v for k, v in leaf_fields().items() if k not in _EXPLICIT}
-    short_counts: dict[str, int] = {}
-    for dotted in leaves:
-        short = dotted.rsplit(".", 1)[-1]
-        short_counts[short] = short_counts.get(short, 0) + 1
-    taken = {s.replace("_", "-") for s, n in short_counts.items() if n > 1}
-    for dotted, info in leaves.items():
-        flag = _flag_name(dotted, taken)
-        kind, switch = _option_type(info.annotation)
-        choices = _choices(info.annotation)
-        help_text = info.description or ""
-        default = info.get_default(call_default_factory=True)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple | list) else default
-        help_text = f"{help_text} (default {shown}; {dotted})".strip()
-        if choices:
-            help_text += f" (one of: {', '.join(choices)})"
-        if kind is str and not choices and isinstance(default, tuple | list):
-            help_text += " (comma-separated)"
-        decls = [f"--{flag}/--no-{flag}"] if switch else [f"--{flag}"]
-        param = "cfg__" + dotted.replace(".", "__")
-        option = typer.Option(None, *decls, help=help_text, show_default=False)
-        flags.append(
-            (
-                dotted,
-                param,
-                inspect.Parameter(
-                    param, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
-                ),
-            )
-        )
-    return flags
-
-
-def _parse_value(dotted: str, value: Any) -> Any:
-    """Text for tuple / list settings → a list (``"0.25,0.25"``, ``"1,0,1,1"``)."""
-    info = leaf_fields()[dotted]
-    origin = typing.get_origin(info.annotation)
-    if isinstance(value, str) and origin in (tuple, list):
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        return [_bool_or_number(v) for v in items]
-    return value
-
-
-def _bool_or_number(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        return text
-
-
-def _with_config_flags(func: Callable[..., None]) -> Callable[..., None]:
-    """Append the generated config flags to ``func``'s signature (typer reads it)."""
-    signature = inspect.signature(func, eval_str=True)
-    extra = [p for _, _, p in config_flags()]
-    params = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    func.__signature__ = signature.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
-    return func
-
-
-def _check_choice(allowed: tuple[str, ...]) -> Callable[[str | None], str | None]:
-    def check(value: str | None) -> str | None:
-        if value is not None and value not in allowed:
-            raise typer.BadParameter(f"choose from {', '.join(allowed)}")
-        return value
-
-    return check
+#: Help panel of each setting, by the longest matching prefix of its dotted name (None: the
+#: command's first panel).
+_PANELS: dict[str, str | None] = {
+    "": "Run",
+    "preset": None,
+    "model.backbone": None,
+    "data.train": None,
+    "data.eval": None,
+    "data.video_feats": None,
+    "data.text_feats": None,
+    "model.": "Model (model.*)",
+    "loss.": "Loss (loss.*)",
+    "loss.shine.": "SHINE (loss.shine.*)",
+    # the on/off terms (Table 3) on their own: no type column, so the longest name fits
+    "loss.shine.enabled": "SHINE terms (loss.shine.*)",
+    "loss.shine.use_intra": "SHINE terms (loss.shine.*)",
+    "loss.shine.use_inter": "SHINE terms (loss.shine.*)",
+    "loss.shine.intra_replaces_base_saliency": "SHINE terms (loss.shine.*)",
+    "data.": "Data (data.*)",
+    "optim.": "Optimiser (optim.*)",
+}
+#: Every setting of :class:`TrainConfig` as a flag (the config model is the one source).
+TRAIN_FLAGS = all_flags(
+    TrainConfig,
+    renamed=_RENAMED,
+    panels=_PANELS,
+    repeat=("data.eval", "data.video_feats", "data.text_feats"),
+)
 
 
 @app.command("train")
-@_with_config_flags
+@with_config_options(TrainConfig, TRAIN_FLAGS, example="optim.lr=2e-4")
 def train_command(
     output: Path = typer.Option(..., "-o", "--output", help="run folder (checkpoints, logs)"),
-    backbone: str | None = typer.Option(
-        None,
-        "--backbone",
-        help="qd_detr (default) or moment_detr",
-        callback=_check_choice(("qd_detr", "moment_detr")),
-    ),
-    train: Path | None = typer.Option(
-        None, "--train", help="TRAIN: negatives artifact (.parquet) or SHINE jsonl"
-    ),
-    eval_splits: list[str] | None = typer.Option(
-        None, "--eval", help="evaluation split NAME=PATH or PATH (repeatable)"
-    ),
-    video_feats: list[Path] | None = typer.Option(
-        None, "--video-feats", help="video feature folder or HDF5 (repeat to concatenate)"
-    ),
-    text_feats: list[Path] | None = typer.Option(
-        None, "--text-feats", help="text feature folder or packed HDF5 (repeatable)"
-    ),
-    preset: str | None = typer.Option(
-        None,
-        "--preset",
-        help="charades_cg or anet_cg: the paper's settings",
-        callback=_check_choice(PRESETS),
-    ),
     config: Path | None = typer.Option(
         None, "--config", help="YAML config (a saved RUN_DIR/config.yaml works too)"
     ),
     resume: bool = typer.Option(False, "--resume", help="continue the run in -o from last.pt"),
-    val_fraction: float | None = typer.Option(
-        None,
-        "--val-fraction",
-        help="share of train videos held out for checkpoint selection [default 0.05]",
-    ),
-    select_on: str | None = typer.Option(
-        None, "--select-on", help="split choosing best.pt [default val: held out from train]"
-    ),
-    on_missing: str | None = typer.Option(
-        None,
-        "--on-missing",
-        help="missing features: error (default) or skip (counted)",
-        callback=_check_choice(("error", "skip")),
-    ),
-    device: str | None = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:1"),
     **settings: Any,
 ) -> None:
-    """Train Moment-DETR / QD-DETR with SHINE's coarse-to-fine saliency ranking."""
+    """Train Moment-DETR / QD-DETR with SHINE's coarse-to-fine saliency ranking.
+
+    Every flag is an alias of --set KEY=VALUE (the key's section is in its panel's title).
+    """
     from negforge.trainer.config import build_config
     from negforge.trainer.run import train as run_training
 
-    overrides: dict[str, Any] = {}
-    for dotted, param, _ in config_flags():
-        value = settings.get(param)
-        if value is not None:
-            overrides[dotted] = _parse_value(dotted, value)
-    explicit = {
-        "data.train": str(train) if train else None,
-        "data.eval": list(eval_splits) if eval_splits else None,
-        "data.video_feats": [str(p) for p in video_feats] if video_feats else None,
-        "data.text_feats": [str(p) for p in text_feats] if text_feats else None,
-        "data.val_fraction": val_fraction,
-        "data.on_missing": on_missing,
-        "select_on": select_on,
-        "device": device,
-    }
-    overrides.update({k: v for k, v in explicit.items() if v is not None})
+    given = assignments(TRAIN_FLAGS, settings)
+    overrides = checked(TrainConfig, given)
     check_output(output, folder=True, what="run")
     saved = output / "config.yaml"
     if resume and config is None and saved.is_file():
         config = saved
-    cfg = build_config(preset=preset, backbone=backbone, yaml_path=config, overrides=overrides)
+    cfg = build_config(yaml_path=config, overrides=overrides,
+                       sources={item.key: item.source for item in given})  # fmt: skip
     if not resume or not (output / "checkpoints" / "last.pt").is_file():
         missing = [
             flag
@@ -281,8 +138,8 @@ def eval_command(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="[default: the run's]"),
-    on_missing: str | None = typer.Option(
-        None, "--on-missing", help="error or skip", callback=_check_choice(("error", "skip"))
+    on_missing: Literal["error", "skip"] | None = typer.Option(
+        None, "--on-missing", help="missing features: stop, or skip the query [default: the run's]"
     ),
 ) -> None:
     """Evaluate a checkpoint: R1@0.5, R1@0.7, mIoU, MR-mAP per split (and per composition type)."""
@@ -339,18 +196,14 @@ def convert_checkpoint_command(
     checkpoint: Path = typer.Argument(
         ..., metavar="ORIGINAL.ckpt", help="a checkpoint saved by the originals' train.py"
     ),
-    backbone: str = typer.Option(
-        ...,
-        "--backbone",
-        help="moment_detr or qd_detr (SHINE checkpoints are qd_detr)",
-        callback=_check_choice(("qd_detr", "moment_detr")),
+    backbone: Backbone = typer.Option(
+        ..., "--backbone", help="the original's model (SHINE checkpoints are qd_detr)"
     ),
     output: Path = typer.Option(..., "-o", "--output", help="the negforge checkpoint to write"),
-    t2v_mask: str = typer.Option(
+    t2v_mask: Literal["batch_major", "head_major"] = typer.Option(
         "batch_major",
         "--t2v-mask",
         help="QD-DETR text-to-video mask: batch_major (correct) or head_major (the original's)",
-        callback=_check_choice(("batch_major", "head_major")),
     ),
 ) -> None:
     """Convert an original Moment-DETR / QD-DETR / SHINE checkpoint for eval and plot-saliency."""
@@ -367,37 +220,34 @@ def featurize_command(
         ..., metavar="QUERIES...", help="query jsonl / benchmark json / SHINE jsonl / negatives"
     ),
     output: Path = typer.Option(..., "-o", "--output", help="packed text features (.h5)"),
-    text_encoder: str = typer.Option(
-        "clip",
-        "--text-encoder",
-        help="clip (CLIP ViT-B/32 text tower, 512-d) or minilm (384-d)",
-        callback=_check_choice(("clip", "minilm")),
+    text_encoder: Literal["clip", "minilm"] = typer.Option(
+        "clip", "--text-encoder", help="clip (CLIP ViT-B/32 text tower, 512-d) or minilm (384-d)"
     ),
     model_path: Path | None = typer.Option(
         None, "--model-path", help="local model folder [clip: the Hugging Face cache]"
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda"),
     batch_size: int = typer.Option(64, "--batch-size"),
-    dtype: str = typer.Option(
-        "float32",
-        "--dtype",
-        help="float32 or float16",
-        callback=_check_choice(("float32", "float16")),
+    dtype: Literal["float32", "float16"] = typer.Option(
+        "float32", "--dtype", help="stored precision"
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Token-level text features of queries and hard negatives, in one HDF5 file."""
+    from negforge.progress import StepProgress
     from negforge.trainer.featurize import featurize
 
     check_output(output, inputs=queries)
-    report = featurize(
-        queries,
-        output,
-        encoder=text_encoder,
-        model_path=model_path,
-        device=device,
-        batch_size=batch_size,
-        dtype=dtype,
-    )
+    with StepProgress(f"featurize: encoding with {text_encoder}", quiet=quiet):
+        report = featurize(
+            queries,
+            output,
+            encoder=text_encoder,
+            model_path=model_path,
+            device=device,
+            batch_size=batch_size,
+            dtype=dtype,
+        )
     typer.echo(
         f"wrote {report.keys} features ({report.queries} queries, {report.negatives} negatives, "
         f"{report.dim}-d, {report.encoder}) to {report.output}"

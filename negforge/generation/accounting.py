@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
+    from negforge.artifacts import GeneratedLevel
     from negforge.generation.client import BackendSpec
     from negforge.generation.config import GenerateConfig
     from negforge.generation.filling import QueryOutcome
@@ -257,7 +258,7 @@ def summarise_run(
     meta_backend: str,
     meta_model: str,
     prompt_label: str | None,
-    all_rows: Sequence[dict[str, Any]],
+    all_rows: Sequence[GeneratedLevel],
     queries: int,
     resumed: int,
     outcomes: Sequence[QueryOutcome],
@@ -267,10 +268,10 @@ def summarise_run(
 ) -> GenerationSummary:
     """The summary of a run from its rows and the outcomes of the queries it generated."""
     generated_rows = [row for outcome in outcomes for row in outcome.rows]
-    invalid = [row for row in generated_rows if not row["valid"] or row["fallback"] is not None]
+    invalid = [row for row in generated_rows if not row.valid or row.fallback is not None]
     reasons: dict[str, int] = {}
     for row in invalid:
-        for code in row["invalid_reasons"]:
+        for code in row.invalid_reasons:
             reasons[code] = reasons.get(code, 0) + 1
     input_tokens = sum(outcome.input_tokens for outcome in outcomes)
     output_tokens = sum(outcome.output_tokens for outcome in outcomes)
@@ -286,8 +287,8 @@ def summarise_run(
         cache_hits=sum(outcome.cache_hits for outcome in outcomes),
         retries=sum(outcome.retries for outcome in outcomes),
         reasks=sum(outcome.reasks for outcome in outcomes),
-        fallbacks=sum(1 for row in generated_rows if row["fallback"] is not None),
-        dropped=sum(1 for row in generated_rows if row["negative"] is None),
+        fallbacks=sum(1 for row in generated_rows if row.fallback is not None),
+        dropped=sum(1 for row in generated_rows if row.negative is None),
         failed_queries=sum(1 for outcome in outcomes if outcome.failed),
         failed_rows=sum(len(outcome.rows) for outcome in outcomes if outcome.failed),
         on_failed=config.on_failed,
@@ -295,7 +296,7 @@ def summarise_run(
         cache_failure=cache_failure,
         invalid_rows=len(invalid),
         invalid_rate=len(invalid) / len(generated_rows) if generated_rows else 0.0,
-        valid_rows=sum(1 for row in all_rows if row["valid"]),
+        valid_rows=sum(1 for row in all_rows if row.valid),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cost_usd=cost_usd(price_model, input_tokens, output_tokens),

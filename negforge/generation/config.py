@@ -84,12 +84,17 @@ class GenerateConfig(BaseModel):
         description="auto: OpenAI-compatible backends use the openai client directly, "
         "others litellm; 'litellm' forces litellm for every backend",
     )
-    dict_sample: int = Field(default=40, ge=1, description="dictionary words per type shown")
-    seed: int = 0
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0, allow_inf_nan=False)
-    max_tokens: int | None = Field(default=256, ge=1)
+    dict_sample: int = Field(
+        default=40, ge=1, description="dictionary words per type shown in a prompt (local: 15)"
+    )
+    seed: int = Field(default=0, description="seed of the random baseline and sampled prompts")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, allow_inf_nan=False,
+                               description="sampling temperature of the LLM")  # fmt: skip
+    max_tokens: int | None = Field(default=256, ge=1, description="answer token limit per call")
     max_attempts: int = Field(default=3, ge=1, description="calls per query incl. re-asks")
-    on_invalid: OnInvalid = "random"
+    on_invalid: OnInvalid = Field(
+        default="random", description="what an invalid answer becomes after every re-ask"
+    )
     max_failed: float = Field(
         default=0.0,
         ge=0.0,
@@ -104,26 +109,39 @@ class GenerateConfig(BaseModel):
         "than max_failed failed; within it, rows without a negative), random (a flagged "
         "random-baseline fill) or drop (no negative); failed queries are retried by a rerun",
     )
-    allow_phrases: bool = False
-    require_dict_words: bool = False
-    concurrency: int = Field(default=16, ge=1)
+    allow_phrases: bool = Field(default=False, description="multi-word fills are valid")
+    require_dict_words: bool = Field(
+        default=False, description="every fill must be a dictionary word of its type"
+    )
+    concurrency: int = Field(
+        default=16, ge=1, description="requests in flight (local: 16 rank fill, 1 generate)"
+    )
     rpm: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="requests per minute"
     )
     tpm: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="tokens per minute"
     )
-    timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False,
+                             description="seconds per request (local: 600)")  # fmt: skip
     max_retries: int = Field(default=6, ge=0, description="retries per call on 429/5xx/...")
-    max_backoff_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
-    cache_dir: Path | None = None
-    no_cache: bool = False
+    max_backoff_s: float = Field(default=60.0, gt=0, allow_inf_nan=False,
+                                 description="longest wait between retries")  # fmt: skip
+    cache_dir: Path | None = Field(
+        default=None, description="response cache (None: $NEGFORGE_LLM_CACHE_DIR, else "
+        "$NEGFORGE_CACHE_DIR/generate, default ~/.cache/negforge/generate)"
+    )
+    no_cache: bool = Field(default=False, description="neither read nor write the cache")
     resume: bool = Field(default=True, description="reuse finished rows of an earlier run")
-    dry_run: bool = False
-    quiet: bool = False
-    prompt_template: str = "negative_fill"
+    dry_run: bool = Field(
+        default=False, description="print calls, tokens and cost; spend nothing"
+    )
+    quiet: bool = Field(default=False, description="no progress bar")
+    prompt_template: str = Field(default="negative_fill", description="prompt template id")
     prompt_version: int | None = Field(default=None, description="None: the newest version")
-    response_format: ResponseFormatKind = "auto"
+    response_format: ResponseFormatKind = Field(
+        default="auto", description="structured output requested from the backend"
+    )
     limit: int | None = Field(default=None, ge=1, description="only the first N queries")
     constrain_fills: bool | None = Field(
         default=None,
@@ -143,7 +161,7 @@ class GenerateConfig(BaseModel):
                                     description="requests per batch input file")
     batch_max_bytes: int = Field(default=BATCH_MAX_BYTES, ge=1024, le=BATCH_MAX_BYTES,
                                  description="bytes per batch input file")
-    batch_completion_window: str = "24h"
+    batch_completion_window: str = Field(default="24h", description="the Batch API's window")
 
     local_fill: LocalFill = Field(
         default="rank",

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from negforge.artifacts import MaskedLevel
+from negforge.artifacts import GeneratedLevel, MaskedLevel
 from negforge.generation.answers import parse_answer
 from negforge.generation.cache import CachedAnswer, ResponseCache, cache_key
 from negforge.generation.client import (
@@ -99,7 +99,7 @@ class QueryOutcome:
     """The generated part of a query's rows and what it cost."""
 
     qid: str
-    rows: list[dict[str, Any]]  # generated fields per level (NegativeRow minus MaskedLevel)
+    rows: list[GeneratedLevel]  # one per level
     requests: int = 0  # requests made (network or cache)
     calls: int = 0  # requests that went to the backend
     cache_hits: int = 0
@@ -116,7 +116,7 @@ class QueryOutcome:
         """What the journal keeps of a finished query."""
         return {
             "qid": self.qid,
-            "rows": self.rows,
+            "rows": [row.model_dump() for row in self.rows],
             "calls": self.calls,
             "cache_hits": self.cache_hits,
             "retries": self.retries,
@@ -158,14 +158,14 @@ def finish_rows(
     output_tokens: int,
     extra_reasons: Sequence[str] = (),
     failed: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[GeneratedLevel]:
     """Rows for a query's final results, applying ``--on-invalid`` to invalid levels (and
     ``--on-failed`` to every level of a query whose backend calls failed)."""
     mode: str = config.on_invalid
     if failed:
         mode = "random" if config.on_failed == "random" else "drop"
         meta = RANDOM_META if mode == "random" else meta
-    rows: list[dict[str, Any]] = []
+    rows: list[GeneratedLevel] = []
     in_split = _split(input_tokens, len(job.levels))
     out_split = _split(output_tokens, len(job.levels))
     taken = {job.levels[0].query.lower()}
@@ -196,21 +196,21 @@ def finish_rows(
                 if negative is not None:
                     taken.add(negative.lower())
         rows.append(
-            {
-                "level": level.level,
-                "negative": negative,
-                "fills": list(fills),
-                "valid": bool(valid),
-                "invalid_reasons": reasons,
-                "attempts": requests,
-                "fallback": fallback,
-                "cache_hit": cache_hit,
-                "backend": meta.backend,
-                "model": meta.model,
-                "prompt_version": meta.prompt_version,
-                "input_tokens": in_split[index],
-                "output_tokens": out_split[index],
-            }
+            GeneratedLevel(
+                level=level.level,
+                negative=negative,
+                fills=list(fills),
+                valid=bool(valid),
+                invalid_reasons=reasons,
+                attempts=requests,
+                fallback=fallback,
+                cache_hit=cache_hit,
+                backend=meta.backend,
+                model=meta.model,
+                prompt_version=meta.prompt_version,
+                input_tokens=in_split[index],
+                output_tokens=out_split[index],
+            )
         )
     return rows
 

@@ -12,6 +12,7 @@ from negforge.artifacts import ARROW_SCHEMAS, MaskedLevel, Provenance, read_arti
 from negforge.errors import InputError
 from negforge.generation.filling import QueryJob, WordSource
 from negforge.generation.sampling import FrozenDictionary
+from negforge.query_view import by_query
 
 _MASKED_SCHEMA = ARROW_SCHEMAS["masked"]
 _LEVELS: TypeAdapter[list[MaskedLevel]] = TypeAdapter(list[MaskedLevel])
@@ -67,22 +68,15 @@ def read_masked(masked_path: Path) -> MaskedInput:
         index = int(error["loc"][0])
         field = ".".join(str(part) for part in error["loc"][1:])
         raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
-    jobs: dict[str, QueryJob] = {}
-    for index, level in enumerate(levels):
+    queries = by_query(levels)
+    repeated = min((i for query in queries for i in query.repeated()), default=None)
+    for index, level in enumerate(levels):  # rows in file order: the first error is reported
         _check_level(level, masked_path, index + 1)
-        job = jobs.get(level.qid)
-        if job is None:
-            job = jobs[level.qid] = QueryJob(qid=level.qid, levels=[], row_indices=[])
-        if any(existing.level == level.level for existing in job.levels):
+        if index == repeated:
             raise InputError(f"query {level.qid} has level {level.level} twice",
                              path=masked_path, line=index + 1, field="level")  # fmt: skip
-        job.levels.append(level)
-        job.row_indices.append(index)
-    for job in jobs.values():
-        order = sorted(range(len(job.levels)), key=lambda i: job.levels[i].level)
-        job.levels = [job.levels[i] for i in order]
-        job.row_indices = [job.row_indices[i] for i in order]
-    return MaskedInput(table=table, provenance=provenance, jobs=list(jobs.values()))
+    jobs = [QueryJob(qid=q.qid, levels=q.rows, row_indices=q.indices) for q in queries]
+    return MaskedInput(table=table, provenance=provenance, jobs=jobs)
 
 
 def load_jobs(masked_path: Path) -> tuple[list[QueryJob], Provenance]:

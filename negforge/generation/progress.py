@@ -1,9 +1,15 @@
-"""The progress bar of a generation run (rich, on stderr): rate, ETA, cache hits, errors."""
+"""The progress bar of a generation run (rich, on stderr): rate, ETA, cache hits, errors.
+
+Shown under the same rule as every other progress display (:mod:`negforge.progress`): not
+under ``--quiet``, not when stderr is not a terminal.
+"""
 
 from __future__ import annotations
 
 from types import TracebackType
 from typing import Any
+
+from negforge.progress import shows_progress, stderr_note
 
 
 class RunProgress:
@@ -18,7 +24,7 @@ class RunProgress:
         self._progress: Any = None
         self._task: Any = None
         self.quiet = quiet
-        if quiet or total == 0:
+        if not shows_progress(quiet) or total == 0:
             return
         from rich.console import Console
         from rich.progress import (
@@ -84,6 +90,4 @@ class RunProgress:
         if self._progress is not None:
             self._progress.console.print(text, markup=False, highlight=False)
         else:
-            import sys
-
-            print(text, file=sys.stderr, flush=True)
+            stderr_note(text)

@@ -55,6 +55,7 @@ from negforge.generation.validation import ValidationResult, validate_query
 from negforge.inflection import Form, FormIndex
 from negforge.plausibility.batching import DecodeBatcher
 from negforge.plausibility.llama import DecodeRequest, log_softmax_at, log_softmax_row
+from negforge.template import separator
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,7 +87,6 @@ FUNCTION_LEMMAS: dict[str, frozenset[str]] = {
 OTHER_READING_RATIO = 5
 #: Sequences per decode (candidates of several queries' steps share one batch).
 RANK_SEQUENCES = 128
-_NO_SPACE_BEFORE = frozenset({".", ","})
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,13 @@ class LevelText:
     segments: list[str]  # the unmasked text after mask i, up to the next mask or the end
 
 
-def _separator(tokens: Sequence[str], index: int) -> str:
-    """The space :func:`~negforge.generation.validation.render_tokens` puts before a token."""
-    return "" if index == 0 or tokens[index] in _NO_SPACE_BEFORE else " "
-
-
 def level_text(level: MaskedLevel) -> LevelText:
     """A level as text pieces; prefix + (separator + fill + segment)* renders the negative."""
     tokens, masks = level.tokens, list(level.masked_positions)
     bounds = [*masks, len(tokens)]
 
     def span(begin: int, end: int) -> str:
-        return "".join(_separator(tokens, k) + tokens[k] for k in range(begin, end))
+        return "".join(separator(k, tokens[k]) + tokens[k] for k in range(begin, end))
 
     return LevelText(
         prefix=span(0, masks[0]),

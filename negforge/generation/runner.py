@@ -11,6 +11,7 @@ The masked input is read by :mod:`negforge.generation.masked_input`; ``--dry-run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from pydantic import TypeAdapter, ValidationError
 
 from negforge.artifacts import (
     ARROW_SCHEMAS,
     SCHEMA_VERSIONS,
-    MaskedLevel,
-    NegativeRow,
+    GeneratedFields,
+    GeneratedLevel,
     PrimitiveType,
     Provenance,
     artifact_sha256,
@@ -53,6 +55,7 @@ from negforge.generation.masked_input import load_word_source, read_masked
 from negforge.generation.progress import RunProgress
 from negforge.generation.prompts import PromptTemplate, load_template
 from negforge.generation.ratelimit import RateLimiter
+from negforge.query_view import by_query
 
 if TYPE_CHECKING:
     from negforge.plausibility.gate import PlausibilityGate
@@ -66,9 +69,8 @@ Filler = RandomFiller | LLMFiller
 
 
 #: The fields a generation run adds to a masked row (NegativeRow minus MaskedLevel).
-GENERATED_FIELDS: tuple[str, ...] = tuple(
-    name for name in NegativeRow.model_fields if name not in MaskedLevel.model_fields
-)
+GENERATED_FIELDS: tuple[str, ...] = tuple(GeneratedFields.model_fields)
+_GENERATED_LEVELS: TypeAdapter[list[GeneratedLevel]] = TypeAdapter(list[GeneratedLevel])
 
 
 def _template_for(config: GenerateConfig) -> PromptTemplate | None:
@@ -99,9 +101,18 @@ def _run_key(
     return hashlib.sha256(encoded).hexdigest()
 
 
+def _journalled_rows(entries: dict[str, dict[str, Any]]) -> dict[str, list[GeneratedLevel]]:
+    """The rows of the journal's finished queries (an entry that does not validate is redone)."""
+    out: dict[str, list[GeneratedLevel]] = {}
+    for qid, entry in entries.items():
+        with contextlib.suppress(ValidationError):
+            out[qid] = _GENERATED_LEVELS.validate_python(entry.get("rows"))
+    return out
+
+
 def _finished_rows_of_output(
     output_path: Path, run_key: str
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, list[GeneratedLevel]]:
     """Queries a finished artifact of the same run holds (those without backend errors)."""
     if not output_path.exists():
         return {}
@@ -110,17 +121,19 @@ def _finished_rows_of_output(
         if provenance.kind != "negatives" or getattr(provenance, "run_key", None) != run_key:
             return {}
         table, _ = read_artifact(output_path, "negatives")
-    except (NegforgeError, OSError, ValueError):
+        generated = ["level", *GENERATED_FIELDS]
+        by_qid = {
+            query.qid: _GENERATED_LEVELS.validate_python(
+                [{name: row[name] for name in generated} for row in query.rows]
+            )
+            for query in by_query(table.select(["qid", *generated]).to_pylist())
+        }
+    except (NegforgeError, OSError, ValueError):  # ValueError: pydantic's ValidationError too
         return {}
-    generated = ["level", *GENERATED_FIELDS]
-    by_qid: dict[str, dict[str, Any]] = {}
-    for row in table.select(["qid", *generated]).to_pylist():
-        entry = by_qid.setdefault(row["qid"], {"qid": row["qid"], "rows": []})
-        entry["rows"].append({name: row[name] for name in generated})
     return {
-        qid: entry
-        for qid, entry in by_qid.items()
-        if not any(BACKEND_ERROR in row["invalid_reasons"] for row in entry["rows"])
+        qid: rows
+        for qid, rows in by_qid.items()
+        if not any(BACKEND_ERROR in row.invalid_reasons for row in rows)
     }
 
 
@@ -259,7 +272,7 @@ def generate_negatives(
     run_key = _run_key(config, spec, template, input_hashes)
 
     wanted = {job.qid for job in jobs}
-    finished: dict[str, dict[str, Any]] = {}
+    finished: dict[str, list[GeneratedLevel]] = {}
     if config.resume:
         finished.update(_finished_rows_of_output(output_path, run_key))
     # The cache first: a cache that cannot be opened stops the run before any file is made.
@@ -272,8 +285,8 @@ def generate_negatives(
         if cache is not None:
             cache.close()
         raise
-    finished.update(journal.entries)
-    finished = {qid: entry for qid, entry in finished.items() if qid in wanted}
+    finished.update(_journalled_rows(journal.entries))
+    finished = {qid: rows for qid, rows in finished.items() if qid in wanted}
     pending = [job for job in jobs if job.qid not in finished]
     allowed = math.floor(config.max_failed * len(jobs) + 1e-9)
     failed: list[QueryOutcome] = []
@@ -352,11 +365,11 @@ def generate_negatives(
             "--on-failed random|drop to write the artifact with the failed rows flagged",
         ))  # fmt: skip
 
-    by_qid = {outcome.qid: {"rows": outcome.rows} for outcome in outcomes}
+    by_qid = {outcome.qid: outcome.rows for outcome in outcomes}
     by_qid.update(finished)
-    generated_rows: list[dict[str, Any]] = []
+    generated_rows: list[GeneratedLevel] = []
     for job in jobs:
-        generated = {row["level"]: row for row in by_qid[job.qid]["rows"]}
+        generated = {row.level: row for row in by_qid[job.qid]}
         generated_rows.extend(generated[level.level] for level in job.levels)
     table = _negatives_table(masked_input.table, jobs, generated_rows)
 
@@ -418,14 +431,14 @@ def generate_negatives(
 
 
 def _negatives_table(
-    masked: pa.Table, jobs: Sequence[QueryJob], generated_rows: Sequence[dict[str, Any]]
+    masked: pa.Table, jobs: Sequence[QueryJob], generated_rows: Sequence[GeneratedLevel]
 ) -> pa.Table:
     """The masked rows of the jobs (in job and level order) plus the generated columns."""
     indices = pa.array([index for job in jobs for index in job.row_indices], type=pa.int64())
     base = masked.select([field.name for field in ARROW_SCHEMAS["masked"]]).take(indices)
     schema = ARROW_SCHEMAS["negatives"]
     generated = [
-        pa.array([row[name] for row in generated_rows], type=schema.field(name).type)
+        pa.array([getattr(row, name) for row in generated_rows], type=schema.field(name).type)
         for name in GENERATED_FIELDS
     ]
     return pa.Table.from_arrays([*base.columns, *generated], schema=schema)

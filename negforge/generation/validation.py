@@ -18,16 +18,13 @@ Reason codes (:data:`REASON_CODES`) name each failed check. ``not_in_dictionary`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Sequence
-from functools import lru_cache
 from typing import Protocol
 
 from pydantic import BaseModel
 
 from negforge.artifacts import MaskedLevel
-
-MASK = "<mask>"
+from negforge.template import MASK, extract_fills, render_filled
 
 WRONG_FILL_COUNT = "wrong_fill_count"
 EMPTY_FILL = "empty_fill"
@@ -56,9 +53,6 @@ REASON_CODES: tuple[str, ...] = (
 #: Reasons that are informative unless ``require_dict_words`` is set.
 DICTIONARY_REASONS = frozenset({NOT_IN_DICTIONARY, WRONG_TYPE})
 
-_NO_SPACE_BEFORE = frozenset({".", ","})
-_WHITESPACE = re.compile(r"\s+")
-
 
 class WordDictionary(Protocol):
     """What validation needs of the POS dictionary D (``negforge.dictionary.DictionaryIndex``)."""
@@ -81,50 +75,13 @@ class ValidationResult(BaseModel):
     negative: str | None
 
 
-def render_tokens(tokens: Sequence[str]) -> str:
-    """Join tokens by one space, with no space before a ``.`` or ``,`` token (masking rule 7,
-    :mod:`negforge.masking`)."""
-    parts: list[str] = []
-    for index, token in enumerate(tokens):
-        if index and token not in _NO_SPACE_BEFORE:
-            parts.append(" ")
-        parts.append(token)
-    return "".join(parts)
-
-
 def render_negative(level: MaskedLevel, fills: Sequence[str]) -> str:
     """The negative query: the level's tokens with each masked token replaced by its fill."""
     if len(fills) != len(level.masked_positions):
         raise ValueError(
             f"{len(fills)} fills for {len(level.masked_positions)} masks of query {level.qid}"
         )
-    tokens = list(level.tokens)
-    for position, fill in zip(level.masked_positions, fills, strict=True):
-        tokens[position] = fill
-    return render_tokens(tokens)
-
-
-def _normalise_spaces(text: str) -> str:
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-@lru_cache(maxsize=4096)
-def _template_pattern(masked_query: str) -> re.Pattern[str]:
-    literals = _normalise_spaces(masked_query).split(MASK)
-    body = "(.*?)".join(re.escape(literal) for literal in literals)
-    return re.compile(f"^{body}$", re.DOTALL)
-
-
-def extract_fills(masked_query: str, negative: str) -> list[str] | None:
-    """The words that fill the masks of ``masked_query`` in ``negative``, or None.
-
-    None means the negative does not match the masked query's template, i.e. some unmasked
-    word was changed, added or dropped. Runs of whitespace count as one space.
-    """
-    match = _template_pattern(masked_query).match(_normalise_spaces(negative))
-    if match is None:
-        return None
-    return [fill.strip() for fill in match.groups()]
+    return render_filled(level.tokens, level.masked_positions, fills)
 
 
 def _fill_reasons(

@@ -3,7 +3,7 @@
 A mask's fill is *located* when it can be read off without guessing:
 
 1. the negative keeps every unmasked word of its masked query verbatim (it matches the
-   template, :func:`negforge.generation.validation.extract_fills`, and no fill still
+   template, :func:`negforge.template.extract_fills`, and no fill still
    contains ``<mask>``), and
 2. the mask stands alone (no neighbouring mask), or the run of adjacent masks it belongs to
    was filled with exactly one word per mask. Between adjacent masks filled with more words
@@ -19,23 +19,9 @@ import difflib
 import re
 from collections.abc import Sequence
 
-from negforge.generation.validation import MASK, extract_fills
+from negforge.template import MASK, TRAILING_PUNCTUATION, extract_fills, split_words
 
-_TRAILING_PUNCT = ".,"
 _WORD = re.compile(r"\S+")
-
-
-def split_words(text: str) -> list[str]:
-    """Whitespace words with a trailing ``.``/``,`` split off as its own word."""
-    words: list[str] = []
-    for raw in text.split():
-        tail: list[str] = []
-        while len(raw) > 1 and raw[-1] in _TRAILING_PUNCT:
-            tail.insert(0, raw[-1])
-            raw = raw[:-1]
-        words.append(raw)
-        words.extend(tail)
-    return words
 
 
 def mask_runs(masked_query: str) -> list[list[int]]:
@@ -105,6 +91,6 @@ def changed_word_flags(query: str, negative: str) -> list[tuple[str, bool]]:
     for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
         if tag in ("replace", "insert"):
             for j in range(j1, j2):
-                if pieces[j][1] not in _TRAILING_PUNCT:
+                if pieces[j][1] not in TRAILING_PUNCTUATION:
                     changed[pieces[j][0]] = True
     return list(zip(raw_words, changed, strict=True))

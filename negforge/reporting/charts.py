@@ -218,8 +218,24 @@ def fill_distribution_chart(artifact: ArtifactQuality, top: int = TOP_FILLS) -> 
     )
 
 
-def hierarchy_chart(results: Sequence[HierarchyResult]) -> ChartImage:
-    """Mean similarity to the positive by level, one line per artifact (95 % intervals)."""
+def spread_labels(positions: Sequence[float], gap: float) -> list[float]:
+    """Label positions (pixels, any order) moved apart to at least ``gap`` from each other:
+    pushed up in order, then shifted back so that their mean stays where it was."""
+    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    placed: list[float] = []
+    for index in order:
+        placed.append(positions[index] if not placed else max(positions[index],
+                                                               placed[-1] + gap))  # fmt: skip
+    shift = (sum(placed) - sum(positions)) / max(len(placed), 1)
+    result = [0.0] * len(positions)
+    for rank, index in enumerate(order):
+        result[index] = placed[rank] - shift
+    return result
+
+
+def hierarchy_figure(results: Sequence[HierarchyResult]) -> Figure:
+    """The hierarchy chart's figure: one line per artifact, value labels that never overlap
+    (at each level the labels are spread apart vertically, right of the points)."""
     import math
 
     figure = new_figure(800, 480)
@@ -237,28 +253,40 @@ def hierarchy_chart(results: Sequence[HierarchyResult]) -> ChartImage:
             color=PALETTE[index % len(PALETTE)],
             label=result.artifact,
         )
-        # Alternate the labels above / below the points so close lines stay readable.
-        offset = (8, 6) if index % 2 == 0 else (8, -12)
-        for x, y in zip(levels, means, strict=True):
-            ax.annotate(
-                f"{y:.3f}",
-                (x, y),
-                textcoords="offset points",
-                xytext=offset,
-                fontsize=8,
-                color=PALETTE[index % len(PALETTE)],
-            )
     all_levels = sorted({lv.level for r in results for lv in r.levels})
     ax.set_xticks(all_levels, [f"level {lv}" for lv in all_levels])
     if all_levels:
-        ax.set_xlim(all_levels[0] - 0.25, all_levels[-1] + 0.35)
+        ax.set_xlim(all_levels[0] - 0.25, all_levels[-1] + 0.45)
     ax.set_ylabel("mean cosine similarity to the positive")
     encoder = results[0].encoder if results else ""
     ax.set_title(f"Hierarchy check ({encoder}): should fall from level to level", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="lower left")
     figure.subplots_adjust(left=0.11, right=0.97, top=0.9, bottom=0.1)
-    return ChartImage("hierarchy", "Hierarchy check", figure_png(figure), 800, 480)
+    ax.get_ylim()  # settle the autoscaled limits before reading the data -> pixel transform
+    to_pixels = ax.transData
+    for level in all_levels:
+        points = [(index, lv.mean) for index, r in enumerate(results)
+                  for lv in r.levels if lv.level == level]  # fmt: skip
+        ys = [float(to_pixels.transform((level, mean))[1]) for _, mean in points]
+        for (index, mean), y in zip(points, spread_labels(ys, gap=12.0), strict=True):
+            ax.annotate(
+                f"{mean:.3f}",
+                (level, mean),
+                textcoords="offset pixels",
+                xytext=(12, y - to_pixels.transform((level, mean))[1] - 4),
+                fontsize=8,
+                color=PALETTE[index % len(PALETTE)],
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none",
+                      "alpha": 0.85},
+            )
+    return figure
+
+
+def hierarchy_chart(results: Sequence[HierarchyResult]) -> ChartImage:
+    """Mean similarity to the positive by level, one line per artifact (95 % intervals)."""
+    return ChartImage("hierarchy", "Hierarchy check", figure_png(hierarchy_figure(results)),
+                      800, 480)  # fmt: skip
 
 
 def plausibility_chart(results: Sequence[ArtifactPlausibility]) -> ChartImage:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from negforge.artifacts import NegativeRow
+from negforge.query_view import by_query
 from negforge.reporting.alignment import changed_word_flags
 
 
@@ -38,13 +39,6 @@ class Example(BaseModel):
     levels: list[ExampleLevel]
 
 
-def _by_query(rows: Sequence[NegativeRow]) -> dict[str, dict[int, NegativeRow]]:
-    grouped: dict[str, dict[int, NegativeRow]] = {}
-    for row in rows:
-        grouped.setdefault(row.qid, {})[row.level] = row
-    return grouped
-
-
 def _example_negative(artifact: str, row: NegativeRow) -> ExampleNegative:
     words = changed_word_flags(row.query, row.negative) if row.negative else []
     return ExampleNegative(
@@ -66,7 +60,10 @@ def sample_examples(
     """
     if n <= 0 or not artifacts:
         return []
-    grouped = [(name, _by_query(rows)) for name, rows in artifacts]
+    grouped = [
+        (name, {query.qid: query.by_level() for query in by_query(rows)})
+        for name, rows in artifacts
+    ]
     first = list(grouped[0][1])
     common = [qid for qid in first if all(qid in g for _, g in grouped[1:])]
     pool = common or first

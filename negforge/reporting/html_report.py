@@ -11,7 +11,6 @@ import base64
 import html
 from collections.abc import Sequence
 
-from negforge.generation.validation import MASK
 from negforge.reporting.charts import (
     ChartImage,
     fill_distribution_chart,
@@ -33,6 +32,7 @@ from negforge.reporting.tables import (
     replacements_table,
     types_table,
 )
+from negforge.template import MASK
 
 _STYLE = """
 :root { --ink: #1d2330; --muted: #5b6476; --line: #d9dee7; --bg: #f6f7fa; --accent: #0072B2; }
@@ -44,23 +44,41 @@ header h1 { margin: 0 0 4px; font-size: 22px; }
 header p { margin: 0; color: #c9cfdb; }
 nav { padding: 8px 28px; background: #fff; border-bottom: 1px solid var(--line);
       position: sticky; top: 0; z-index: 1; }
-nav a { margin-right: 16px; color: var(--accent); text-decoration: none; }
+nav a { margin-right: 16px; color: var(--accent); text-decoration: none;
+        display: inline-block; white-space: nowrap; }
 main { padding: 8px 28px 40px; max-width: 1600px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
           padding: 14px 18px; margin: 18px 0; overflow-x: auto; }
 h2 { font-size: 18px; margin: 0 0 8px; }
 h3 { font-size: 15px; margin: 16px 0 6px; }
 p.note { color: var(--muted); margin: 0 0 10px; max-width: 1100px; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: right;
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 13px;
+        max-width: 100%; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 6px; text-align: right;
          vertical-align: top; }
 td { white-space: nowrap; }
 th { background: #eef1f6; position: relative; cursor: pointer; user-select: none;
-     vertical-align: bottom; min-width: 56px; max-width: 140px; }
+     vertical-align: bottom; max-width: 96px; }
 th[data-sorted="asc"]::after { content: " ▲"; font-size: 10px; }
 th[data-sorted="desc"]::after { content: " ▼"; font-size: 10px; }
 td.text, th.text { text-align: left; }
-td.wide { text-align: left; min-width: 360px; white-space: normal; }
+td.wide { text-align: left; }
+/* Long cells: one line cut with an ellipsis; the whole text is the cell's tooltip. */
+td.wide div.clip { max-width: 26em; overflow: hidden; text-overflow: ellipsis; }
+/* Narrow windows: each table row becomes a card of "header: value" lines. */
+@media (max-width: 1000px) {
+  main { padding: 8px 10px 30px; }
+  section { padding: 10px; }
+  table.sortable, table.sortable tbody, table.sortable tr, table.sortable td { display: block; }
+  table.sortable thead { display: none; }
+  table.sortable tr { border: 1px solid var(--line); border-radius: 6px; margin: 0 0 8px;
+                      padding: 4px 8px; }
+  table.sortable td { display: flex; justify-content: space-between; gap: 12px;
+                      border-bottom: 1px dotted var(--line); padding: 2px 0; }
+  table.sortable td::before { content: attr(data-label); color: var(--muted);
+                              text-align: left; white-space: normal; }
+  td.wide div.clip { max-width: 60vw; }
+}
 tr.all td { font-weight: 600; background: #fafbfd; }
 img.chart { max-width: 100%; height: auto; display: block; margin: 8px 0;
             border: 1px solid var(--line); border-radius: 4px; }
@@ -134,9 +152,15 @@ def table_html(table: Table, wide_columns: Sequence[str] = ()) -> str:
             attrs = f' class="{" ".join(classes)}"' if classes else ""
             if cell.value is not None:
                 attrs += f' data-value="{cell.value!r}"'
-            if cell.title:
-                attrs += f' title="{_e(cell.title)}"'
-            cells.append(f"<td{attrs}>{_e(cell.text)}</td>")
+            attrs += f' data-label="{_e(table.headers[i])}"'
+            content = _e(cell.text)
+            title = cell.title
+            if table.headers[i] in wide_columns:  # cut to one line, the whole text on hover
+                content = f'<div class="clip">{content}</div>'
+                title = f"{cell.text} ({cell.title})" if cell.title else cell.text
+            if title:
+                attrs += f' title="{_e(title)}"'
+            cells.append(f"<td{attrs}>{content}</td>")
         row_class = ' class="all"' if is_total else ""
         body_rows.append(f"<tr{row_class}>{''.join(cells)}</tr>")
     note = f'<p class="note">{_e(table.note)}</p>' if table.note else ""
@@ -208,12 +232,16 @@ def _sources_html(report: NegativesReport) -> str:
     rows = []
     for info, quality in zip(report.sources, report.artifacts, strict=True):
         rows.append(
-            f'<tr><td class="text">{_e(info.name)}</td><td class="text"><code>{_e(info.path)}'
-            f'</code></td><td data-value="{quality.overall.rows}">{quality.overall.rows:,}</td>'
-            f'<td data-value="{quality.queries.queries}">{quality.queries.queries:,}</td>'
-            f'<td class="text">{_e(", ".join(quality.backends))}</td>'
-            f'<td class="text">{_e(", ".join(quality.models))}</td>'
-            f'<td class="text">{_e(info.created or "")}</td></tr>'
+            f'<tr><td class="text" data-label="artifact">{_e(info.name)}</td>'
+            f'<td class="wide" data-label="file" title="{_e(info.path)}"><div class="clip">'
+            f'<code>{_e(info.path)}</code></div></td>'
+            f'<td data-label="rows" data-value="{quality.overall.rows}">'
+            f'{quality.overall.rows:,}</td>'
+            f'<td data-label="queries" data-value="{quality.queries.queries}">'
+            f'{quality.queries.queries:,}</td>'
+            f'<td class="text" data-label="backend">{_e(", ".join(quality.backends))}</td>'
+            f'<td class="text" data-label="model">{_e(", ".join(quality.models))}</td>'
+            f'<td class="text" data-label="created">{_e(info.created or "")}</td></tr>'
         )
     dictionary = (
         f"<code>{_e(report.dictionary)}</code>"

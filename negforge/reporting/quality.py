@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from negforge.artifacts import PRIMITIVE_TYPES, NegativeRow
-from negforge.generation.validation import MASK, render_negative
+from negforge.generation.validation import render_negative
+from negforge.query_view import by_query
 from negforge.reporting.alignment import locate_fills, located_fills
+from negforge.template import MASK
 
 #: How many most frequent fills / replacements are kept per type.
 TOP_K = 15
@@ -184,32 +186,21 @@ def _positive_forms(row: NegativeRow) -> set[str]:
     return forms
 
 
-def _to_priority_order(row: NegativeRow, left_to_right: Sequence[str | None]) -> list[str | None]:
-    order = sorted(range(len(row.masked_positions)), key=lambda i: row.masked_positions[i])
-    ordered: list[str | None] = [None] * len(order)
-    for template_index, priority_index in enumerate(order):
-        ordered[priority_index] = left_to_right[template_index]
-    return ordered
-
-
 def row_fills(row: NegativeRow) -> tuple[list[str | None], bool]:
-    """A row's located fills in the order of ``masked_positions``, and whether it kept the template.
+    """A row's located fills, one per mask left to right, and whether it kept the template.
 
-    The negative is the evidence: its fills are read off it (the template lists masks left
-    to right, so they are put back in priority order). A row without a negative (dropped as
-    invalid) falls back on its recorded ``fills``, under the same unambiguity rule.
+    The negative is the evidence: its fills are read off it. A row without a negative
+    (dropped as invalid) falls back on its recorded ``fills``, under the same unambiguity rule.
     """
     n = len(row.masked_positions)
     if row.negative is None or not row.negative.strip():
         if len(row.fills) != n or row.masked_query.count(MASK) != n:
             return [None] * n, False
-        order = sorted(range(n), key=lambda i: row.masked_positions[i])
-        left_to_right = [row.fills[i] for i in order]
-        return _to_priority_order(row, located_fills(row.masked_query, left_to_right)), False
+        return located_fills(row.masked_query, row.fills), False
     located = locate_fills(row.masked_query, row.negative)
     if located is None or len(located) != n:
         return [None] * n, False
-    return _to_priority_order(row, located), True
+    return located, True
 
 
 class _FillTally:
@@ -288,15 +279,6 @@ class _LevelTally:
         return self.quality
 
 
-def _group_by_query(rows: Iterable[NegativeRow]) -> dict[str, list[NegativeRow]]:
-    groups: dict[str, list[NegativeRow]] = defaultdict(list)
-    for row in rows:
-        groups[row.qid].append(row)
-    for levels in groups.values():
-        levels.sort(key=lambda r: r.level)
-    return groups
-
-
 def compute_quality(
     name: str,
     rows: Sequence[NegativeRow],
@@ -312,7 +294,8 @@ def compute_quality(
     fill_words: dict[str, Counter[str]] = defaultdict(Counter)
     replacements: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     queries = QueryQuality()
-    for levels in _group_by_query(rows).values():
+    for query in by_query(rows):
+        levels = query.rows
         queries.queries += 1
         seen_negatives: set[str] = set()
         all_kept = all_valid = True

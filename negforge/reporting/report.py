@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from negforge import __version__
+from negforge.progress import StepProgress
 from negforge.reporting.examples import Example, sample_examples
 from negforge.reporting.hierarchy import (
     Embedder,
@@ -94,27 +95,28 @@ def report_from_sources(
     top_k: int = TOP_K,
     plausibility_threshold: float = DEFAULT_THRESHOLD,
     least_count: int = DEFAULT_LEAST,
+    progress: StepProgress | None = None,
 ) -> NegativesReport:
     """Build the report over already loaded artifacts (``embedder`` None: no hierarchy check).
 
-    Sources with plausibility scores get the plausibility section.
+    Sources with plausibility scores get the plausibility section. ``progress`` advances
+    once per artifact and figure set (quality, hierarchy).
     """
-    qualities = [
-        compute_quality(source.name, source.rows, dictionary, top_k=top_k) for source in sources
-    ]
+    progress = progress or StepProgress("", quiet=True)
+    qualities = []
+    for source in sources:
+        progress.update(description=f"quality figures: {source.name}")
+        qualities.append(compute_quality(source.name, source.rows, dictionary, top_k=top_k))
+        progress.advance()
     hierarchy = []
     if embedder is not None:
-        hierarchy = [
-            hierarchy_similarity(
-                source.name,
-                source.rows,
-                embedder,
-                encoder=encoder_name,
-                sample=hierarchy_sample,
-                seed=seed,
-            )
-            for source in sources
-        ]
+        for source in sources:
+            progress.update(description=f"hierarchy check: {source.name}")
+            hierarchy.append(hierarchy_similarity(
+                source.name, source.rows, embedder, encoder=encoder_name,
+                sample=hierarchy_sample, seed=seed,
+            ))  # fmt: skip
+            progress.advance()
     scored = [source for source in sources if source.scores is not None]
     plausibility = [
         plausibility_of(source.name, source.rows, source.scores or [],
@@ -199,8 +201,10 @@ def build_report(
     least_count: int = DEFAULT_LEAST,
     model_path: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    quiet: bool = True,
 ) -> NegativesReport:
-    """Read the artifacts (and dictionary) and build their report.
+    """Read the artifacts (and dictionary) and build their report (a progress display on
+    stderr unless ``quiet``).
 
     The hierarchy check runs when ``hierarchy`` is set and the offline MiniLM encoder is
     installed; otherwise the report says why it is missing. The plausibility section covers
@@ -209,27 +213,34 @@ def build_report(
     from negforge.dictionary import load_dictionary
 
     resolved = [Path(p) for p in paths]
-    sources = [
-        load_negatives(path, name)
-        for path, name in zip(resolved, unique_names(resolved, names), strict=True)
-    ]
-    if score_plausibility:
-        sources = score_sources(sources, model_path=model_path, cache_dir=cache_dir)
-    dictionary = load_dictionary(dictionary_path) if dictionary_path is not None else None
-    embedder: Embedder | None = None
-    note: str | None = "hierarchy check turned off (--no-hierarchy)"
-    if hierarchy:
-        embedder, note = minilm_embedder()
-    return report_from_sources(
-        sources,
-        dictionary=dictionary,
-        dictionary_name=str(dictionary_path) if dictionary_path is not None else None,
-        examples=examples,
-        seed=seed,
-        embedder=embedder,
-        hierarchy_note=note,
-        hierarchy_sample=hierarchy_sample,
-        top_k=top_k,
-        plausibility_threshold=plausibility_threshold,
-        least_count=least_count,
-    )
+    steps = len(resolved) * (3 if hierarchy else 2) + int(score_plausibility)
+    with StepProgress("report", steps, quiet=quiet, unit="steps") as progress:
+        sources = []
+        for path, name in zip(resolved, unique_names(resolved, names), strict=True):
+            progress.update(description=f"reading {path.name}")
+            sources.append(load_negatives(path, name))
+            progress.advance()
+        if score_plausibility:
+            progress.update(description="plausibility scores")
+            sources = score_sources(sources, model_path=model_path, cache_dir=cache_dir)
+            progress.advance()
+        progress.update(description="dictionary and encoder")
+        dictionary = load_dictionary(dictionary_path) if dictionary_path is not None else None
+        embedder: Embedder | None = None
+        note: str | None = "hierarchy check turned off (--no-hierarchy)"
+        if hierarchy:
+            embedder, note = minilm_embedder()
+        return report_from_sources(
+            sources,
+            dictionary=dictionary,
+            dictionary_name=str(dictionary_path) if dictionary_path is not None else None,
+            examples=examples,
+            seed=seed,
+            embedder=embedder,
+            hierarchy_note=note,
+            hierarchy_sample=hierarchy_sample,
+            top_k=top_k,
+            plausibility_threshold=plausibility_threshold,
+            least_count=least_count,
+            progress=progress,
+        )

@@ -27,6 +27,21 @@ class WrittenReport:
     markdown: Path | None
     markdown_text: str
 
+    def summary_lines(self) -> list[str]:
+        """What ``negforge report`` prints: a line per artifact and where the files went."""
+        lines = []
+        for quality in self.report.artifacts:
+            overall = quality.overall
+            valid = f"{100 * overall.valid / overall.rows:.1f} %" if overall.rows else "-"
+            lines.append(
+                f"{quality.name}: {quality.queries.queries} queries, {overall.rows} rows, "
+                f"{valid} valid, {overall.with_negative} with a negative"
+            )
+        if self.report.hierarchy_note:
+            lines.append(f"hierarchy: {self.report.hierarchy_note}")
+        lines.append(f"wrote {self.html}" + (f" and {self.markdown}" if self.markdown else ""))
+        return lines
+
 
 def write_negatives_report(
     paths: Sequence[str | Path],
@@ -44,8 +59,10 @@ def write_negatives_report(
     least_count: int = DEFAULT_LEAST,
     model_path: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    quiet: bool = True,
 ) -> WrittenReport:
-    """Report on ``paths``: write the HTML page to ``output`` and the Markdown to ``markdown``."""
+    """Report on ``paths``: write the HTML page to ``output`` and the Markdown to ``markdown``
+    (a progress display on stderr unless ``quiet``)."""
     report = build_report(
         paths,
         names=names,
@@ -59,6 +76,7 @@ def write_negatives_report(
         least_count=least_count,
         model_path=model_path,
         cache_dir=cache_dir,
+        quiet=quiet,
     )
     markdown_text = render_markdown(report)
     html_path = Path(output)

@@ -46,6 +46,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from negforge.template import MASK
+
 FaultKind = Literal[
     "rate_limit",  # 429 with a Retry-After header
     "server_error",  # 500
@@ -62,8 +64,7 @@ LeakEncoding = Literal["raw", "base64", "url", "hex"]
 
 MODEL_ID = "fake-gpt"
 _FENCE = re.compile(r"```json\s*(\{.*?\})\s*```", re.DOTALL)
-_TOKEN = re.compile(r"<mask>|\w+|[^\w\s]")
-_MASK = "<mask>"
+_TOKEN = re.compile(re.escape(MASK) + r"|\w+|[^\w\s]")
 
 #: Fill words: neutral words, unlikely in activity captions, all of different stems.
 FILL_WORDS: tuple[str, ...] = (
@@ -254,7 +255,7 @@ def original_words(query: str, masked_query: str) -> list[str]:
     query_tokens = _TOKEN.findall(query)
     masked_tokens = _TOKEN.findall(masked_query)
     if len(query_tokens) == len(masked_tokens):
-        return [q for q, m in zip(query_tokens, masked_tokens, strict=True) if m == _MASK]
+        return [q for q, m in zip(query_tokens, masked_tokens, strict=True) if m == MASK]
     originals: list[str] = []
     matcher = difflib.SequenceMatcher(a=masked_tokens, b=query_tokens, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -262,7 +263,7 @@ def original_words(query: str, masked_query: str) -> list[str]:
             continue
         words = query_tokens[j1:j2] or [""]
         for offset, token in enumerate(masked_tokens[i1:i2]):
-            if token == _MASK:  # the word at the same relative place of the replaced span
+            if token == MASK:  # the word at the same relative place of the replaced span
                 originals.append(words[min(len(words) - 1, offset * len(words) // (i2 - i1))])
     return originals
 

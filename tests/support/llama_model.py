@@ -6,11 +6,8 @@ Missing llama.cpp bindings or the GGUF skip the test locally and fail it in CI
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
 from negforge.errors import MissingModelError
+from tests.support.require import missing
 
 
 def require_llama() -> None:
@@ -22,6 +19,4 @@ def require_llama() -> None:
         import_llama()
         find_gguf()
     except MissingModelError as exc:
-        if os.environ.get("NEGFORGE_REQUIRE_SHARED") == "1":
-            pytest.fail(f"{exc} (NEGFORGE_REQUIRE_SHARED=1)")
-        pytest.skip(str(exc))
+        missing(str(exc))

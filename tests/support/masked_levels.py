@@ -17,7 +17,7 @@ from negforge.artifacts import (
     write_artifact,
 )
 from negforge.dictionary import DictionaryIndex
-from negforge.generation.validation import render_tokens
+from negforge.template import render
 
 #: word -> (type, lemma) of the toy vocabulary below.
 VOCAB: dict[str, tuple[str, str]] = {
@@ -67,9 +67,12 @@ def make_level(
     *,
     ratio: float = 0.25,
 ) -> MaskedLevel:
-    """One masked level of a query given as tokens, masking ``positions`` (priority order)."""
-    masked = set(positions)
-    text = render_tokens(list(tokens))
+    """One masked level of a query given as tokens, masking ``positions``.
+
+    The masks are listed left to right, as the mask stage writes them.
+    """
+    positions = sorted(positions)
+    text = render(tokens)
     return MaskedLevel(
         qid=qid,
         query=text,
@@ -83,15 +86,14 @@ def make_level(
         original_words=[tokens[p] for p in positions],
         original_lemmas=[_lemma(tokens[p]) for p in positions],
         types=[VOCAB.get(tokens[p].lower(), ("noun", ""))[0] for p in positions],
-        masked_query=render_tokens(
-            ["<mask>" if i in masked else tok for i, tok in enumerate(tokens)]
-        ),
+        masked_query=render(tokens, positions),
     )
 
 
 def query_levels(qid: str, tokens: Sequence[str], priority: Sequence[int],
                  counts: Sequence[int] = (1, 2, 3)) -> list[MaskedLevel]:  # fmt: skip
-    """Nested levels: level j masks the first ``counts[j-1]`` positions of ``priority``."""
+    """Nested levels: level j masks the first ``counts[j-1]`` positions of ``priority``
+    (listed left to right)."""
     return [
         make_level(qid, tokens, list(priority[:k]), j, ratio=0.25 * j)
         for j, k in enumerate(counts, start=1)

@@ -1,8 +1,9 @@
 """Small hand-made negatives artifacts for the report and plot tests.
 
 Artifact ``x`` (9 rows) and ``y`` (6 rows) cover: phrase fills, copies of the masked word,
-fills in D / of another type / outside D, masks listed in priority order (not left to
-right), a negative equal to the query, a repeated negative, a broken template, an ambiguous
+fills in D / of another type / outside D, a last level whose extra mask lies left of the
+earlier ones (masks are listed left to right, as the pipeline writes them), a negative equal
+to the query, a repeated negative, a broken template, an ambiguous
 run of adjacent masks, and a dropped row with no negative. Every figure the report should
 show for them is worked out by hand in tests/test_report_quality.py.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from negforge.artifacts import DictionaryEntry, NegativeRow, Provenance, write_artifact
 from negforge.dictionary import DictionaryIndex
+from negforge.template import render, render_filled
 
 # (type, word) pairs of the test dictionary D.
 DICTIONARY_WORDS: tuple[tuple[str, str], ...] = (
@@ -32,34 +34,27 @@ DICTIONARY_WORDS: tuple[tuple[str, str], ...] = (
     ("adverb", "quickly"),
 )
 
-# qid -> (query, tokens, {level: masked positions in priority order}, {position: type})
+# qid -> (query, tokens, {level: masked positions, left to right}, {position: type})
 QUERIES: dict[str, tuple[str, list[str], dict[int, list[int]], dict[int, str]]] = {
     "A": (
         "person opens the door.",
         ["person", "opens", "the", "door", "."],
-        {1: [1], 2: [1, 3], 3: [1, 3, 0]},
+        {1: [1], 2: [1, 3], 3: [0, 1, 3]},
         {1: "verb", 3: "noun", 0: "noun"},
     ),
     "B": (
         "a person sits on the chair quickly.",
         ["a", "person", "sits", "on", "the", "chair", "quickly", "."],
-        {1: [2], 2: [2, 5], 3: [2, 5, 3]},
+        {1: [2], 2: [2, 5], 3: [2, 3, 5]},
         {2: "verb", 5: "noun", 3: "preposition"},
     ),
     "C": (
         "person walks into the kitchen.",
         ["person", "walks", "into", "the", "kitchen", "."],
-        {1: [1], 2: [1, 4], 3: [1, 4, 2]},
+        {1: [1], 2: [1, 4], 3: [1, 2, 4]},
         {1: "verb", 4: "noun", 2: "preposition"},
     ),
 }
-
-
-def _render(tokens: list[str]) -> str:
-    out = ""
-    for index, token in enumerate(tokens):
-        out += ("" if index == 0 or token in (".", ",") else " ") + token
-    return out
 
 
 def make_row(
@@ -73,17 +68,14 @@ def make_row(
     backend: str = "test",
     fallback: str | None = None,
 ) -> NegativeRow:
-    """A negatives row of query ``qid``; ``negative=True`` renders it from ``fills``."""
+    """A negatives row of query ``qid``; ``negative=True`` renders it from ``fills``.
+
+    ``fills`` are in the order of the level's masks, left to right.
+    """
     query, tokens, levels, types = QUERIES[qid]
     positions = levels[level]
-    masked = list(tokens)
-    for position in positions:
-        masked[position] = "<mask>"
     if negative is True:
-        filled = list(tokens)
-        for position, fill in zip(positions, fills, strict=True):
-            filled[position] = fill
-        negative = _render(filled)
+        negative = render_filled(tokens, positions, fills)
     return NegativeRow(
         qid=qid,
         query=query,
@@ -97,7 +89,7 @@ def make_row(
         original_words=[tokens[p] for p in positions],
         original_lemmas=[tokens[p] for p in positions],
         types=[types[p] for p in positions],  # type: ignore[misc]
-        masked_query=_render(masked),
+        masked_query=render(tokens, positions),
         negative=negative if isinstance(negative, str) else None,
         fills=fills,
         valid=valid,
@@ -113,13 +105,13 @@ def rows_x() -> list[NegativeRow]:
     return [
         make_row("A", 1, ["slowly closes"], valid=False, reasons=["phrase_fill"]),
         make_row("A", 2, ["opens", "window"], valid=False, reasons=["copied_original"]),
-        make_row("A", 3, ["pushes", "gate", "child"]),
+        make_row("A", 3, ["child", "pushes", "gate"]),
         make_row("B", 1, ["table"], reasons=["wrong_type"]),
         make_row("B", 2, ["stands", "table"]),
         make_row(
             "B",
             3,
-            ["stands", "table", "on"],
+            ["stands", "on", "table"],
             valid=False,
             reasons=["copied_original", "duplicate_level"],
         ),
@@ -135,7 +127,7 @@ def rows_x() -> list[NegativeRow]:
         make_row(
             "C",
             3,
-            ["runs", "garage", "out of"],
+            ["runs", "out of", "garage"],
             negative="person runs out of the garage.",
             valid=False,
             reasons=["phrase_fill"],
@@ -156,10 +148,10 @@ def rows_y() -> list[NegativeRow]:
             reasons=["duplicate_level"],
             backend="random",
         ),
-        make_row("A", 3, ["picks", "window", "table"], backend="random"),
+        make_row("A", 3, ["table", "picks", "window"], backend="random"),
         make_row("B", 1, ["opens"], backend="random"),
         make_row("B", 2, ["opens", "door"], backend="random"),
-        make_row("B", 3, ["closes", "window", "into"], backend="random", fallback="random"),
+        make_row("B", 3, ["closes", "into", "window"], backend="random", fallback="random"),
     ]
 
 

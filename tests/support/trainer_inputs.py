@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from negforge.template import render
+
 CHARS = "abcdefghijklmnopqrstuvwxyz.,'0123456789-"
 
 
@@ -86,7 +88,7 @@ def negative_rows(
                 "original_words": [tokens[0]],
                 "original_lemmas": [tokens[0]],
                 "types": ["noun"],
-                "masked_query": "<mask> " + " ".join(tokens[1:]),
+                "masked_query": render(tokens, [0]),
                 "negative": negative,
                 "fills": ["x"],
                 "valid": ok,

@@ -1,0 +1,78 @@
+"""The per-query view of an artifact: its rows grouped by qid, levels ascending.
+
+Masked, negatives and scored artifacts hold one row per (query, masking level). Everything
+that works per query (generation, export, the trainer's data, featurize, the report) takes
+its rows through :func:`by_query`, as row models or as plain Arrow rows (``to_pylist``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+
+class LevelRow(Protocol):
+    """A row model of one (query, level): :class:`~negforge.artifacts.MaskedLevel` and kin."""
+
+    @property
+    def qid(self) -> str: ...
+
+    @property
+    def level(self) -> int: ...
+
+
+RowT = TypeVar("RowT", bound=LevelRow | Mapping[str, Any])
+
+
+@dataclass(frozen=True)
+class QueryRows(Generic[RowT]):
+    """One query's rows, levels ascending (a repeated level keeps its file order)."""
+
+    qid: str
+    rows: list[RowT]
+    indices: list[int]  # each row's index in the input, for error messages and tables
+
+    @property
+    def first(self) -> RowT:
+        """The lowest level's row: it carries the query's own fields."""
+        return self.rows[0]
+
+    def by_level(self) -> dict[int, RowT]:
+        """``{level: row}`` (for a repeated level, its last row)."""
+        return {level_of(row): row for row in self.rows}
+
+    def repeated(self) -> list[int]:
+        """Input indices of the rows whose level an earlier row of the query already had."""
+        seen: set[int] = set()
+        out: list[int] = []
+        for row, index in zip(self.rows, self.indices, strict=True):
+            level = level_of(row)
+            if level in seen:
+                out.append(index)
+            seen.add(level)
+        return sorted(out)
+
+
+def qid_of(row: LevelRow | Mapping[str, Any]) -> str:
+    """A row's qid, from a row model or an Arrow row."""
+    return str(row["qid"]) if isinstance(row, Mapping) else row.qid
+
+
+def level_of(row: LevelRow | Mapping[str, Any]) -> int:
+    """A row's masking level, from a row model or an Arrow row."""
+    return int(row["level"]) if isinstance(row, Mapping) else row.level
+
+
+def by_query(rows: Iterable[RowT]) -> list[QueryRows[RowT]]:
+    """The rows grouped per qid, queries in order of first appearance, levels ascending."""
+    groups: dict[str, tuple[list[RowT], list[int]]] = {}
+    for index, row in enumerate(rows):
+        members, indices = groups.setdefault(qid_of(row), ([], []))
+        members.append(row)
+        indices.append(index)
+    out: list[QueryRows[RowT]] = []
+    for qid, (members, indices) in groups.items():
+        order = sorted(range(len(members)), key=lambda i: level_of(members[i]))
+        out.append(QueryRows(qid, [members[i] for i in order], [indices[i] for i in order]))
+    return out
