@@ -87,9 +87,9 @@ def render_requests(masked: Path, dictionary: Path, config: Any) -> list[dict[st
     """The first request of every query, exactly as negforge renders it."""
     from negforge.generation.client import resolve_backend
     from negforge.generation.filling import LLMFiller
+    from negforge.generation.masked_input import load_jobs, load_word_source
     from negforge.generation.prompts import load_template
     from negforge.generation.ratelimit import RateLimiter
-    from negforge.generation.runner import load_jobs, load_word_source
 
     jobs, _ = load_jobs(masked)
     spec = resolve_backend(config)

@@ -244,8 +244,9 @@ def replay_raw(model: LlamaLM, recorded: Sequence[Sequence[DecodeRequest]]) -> i
 
 def bench_rank_fill(count: int, rounds: int) -> None:
     from negforge.generation.config import GenerateConfig
+    from negforge.generation.masked_input import load_jobs, load_word_source
     from negforge.generation.rank_fill import RANK_SEQUENCES, RankFiller, form_index
-    from negforge.generation.runner import _run_jobs, load_jobs, load_word_source
+    from negforge.generation.runner import _run_jobs
     from negforge.plausibility.batching import DecodeBatcher
     from tests.support.generation_inputs import make_generation_inputs
 

@@ -90,7 +90,7 @@ class MaskedLevel(QueryFields):
     original_words: list[str]  # tokens[masked_positions[i]]
     original_lemmas: list[str]  # spaCy lemma of each original word (lower case)
     types: list[PrimitiveType]  # primitive type of each masked token (subjects: noun)
-    masked_query: str  # rendered with <mask> (SPEC-masking.md rule 7)
+    masked_query: str  # rendered with <mask> (masking rule 7, negforge.masking)
 
 
 class GeneratedFields(BaseModel):

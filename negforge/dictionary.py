@@ -1,11 +1,12 @@
 """The POS dictionary D (paper Sec. 3.2): words of the five primitive types in the training
-queries, with their counts, and :class:`DictionaryIndex`, the lookup/sampling API the LLM
-stage uses.
+queries, with their counts, and :class:`DictionaryIndex`, its lookup/sampling API (the LLM
+stage reads it once into a read-only view, :class:`negforge.generation.sampling.FrozenDictionary`).
 
 How words are counted:
 
-* every token of every query is typed by the coarse ``pos_`` mapping of SPEC rule 3
-  (VERB -> verb, NOUN/PROPN -> noun, ADJ -> adjective, ADP -> preposition, ADV -> adverb);
+* every token of every query is typed by the coarse ``pos_`` mapping of masking rule 3
+  (:mod:`negforge.masking`: VERB -> verb, NOUN/PROPN -> noun, ADJ -> adjective,
+  ADP -> preposition, ADV -> adverb);
 * subjects are counted like any other token, by their own POS: the paper counts the words of
   the five types over all training queries, and the subject rule is a masking-order rule, not
   a word type. So ``person`` is a noun of D; a pronoun subject (``he``, PRON) is not in D;
@@ -27,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -42,7 +44,11 @@ from negforge.artifacts import (
     write_artifact,
 )
 from negforge.errors import ConfigError
-from negforge.masking import POS_TO_TYPE, Token
+from negforge.masking import POS_TO_TYPE
+from negforge.nlp import Token
+
+if TYPE_CHECKING:
+    from negforge.corpus import CorpusStore
 
 SUMMARY_TOP = 15
 #: A word of D: letters (any script), parts joined by one inner hyphen or apostrophe.
@@ -216,14 +222,18 @@ def build_dictionary(
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
     allow_empty: bool = False,
+    corpora: CorpusStore | None = None,
 ) -> BuildResult:
     """Count the primitive words of one or more query files into a dictionary artifact.
 
     The artifact, its summary and the bad-row reports are written together (or not at all).
+    ``corpora`` hands in files an earlier stage has already read and parsed (see
+    :mod:`negforge.corpus`).
     """
     from negforge.atomic import atomic_files, check_output
-    from negforge.nlp import gc_paused, parse_queries
-    from negforge.readers import ReadResult, read_queries, report_path
+    from negforge.corpus import CorpusStore
+    from negforge.nlp import gc_paused
+    from negforge.readers import ReadResult, report_path
 
     if not inputs:
         raise ConfigError("build-dict needs at least one input file")
@@ -240,12 +250,12 @@ def build_dictionary(
     queries = bad = 0
     model_name = model_version = None
     results: list[ReadResult] = []
+    store = corpora if corpora is not None else CorpusStore()
     for path in inputs:
-        with gc_paused():
-            result = read_queries(path, fmt=fmt, split=split, on_error=on_error,
-                                  allow_empty=allow_empty)
-            parsed = parse_queries([r.query for r in result.records], spacy_model,
-                                   cache_dir=cache_dir)
+        corpus = store.corpus(path, fmt=fmt, split=split, on_error=on_error,
+                              allow_empty=allow_empty, spacy_model=spacy_model,
+                              cache_dir=cache_dir)  # fmt: skip
+        result, parsed = corpus.read, corpus.parsed
         parsed_all.extend(parsed.tokens)
         model_name, model_version = parsed.model.name, parsed.model.version
         queries += len(result.records)
@@ -306,7 +316,10 @@ def dictionary_provenance(
 
 
 class DictionaryIndex:
-    """Lookups and sampling over D. Stable API used by the LLM stage.
+    """Lookups and sampling over D: what :func:`load_dictionary` returns.
+
+    The LLM stage does not call it per mask: it copies the word lists and word/lemma sets
+    once into :class:`negforge.generation.sampling.FrozenDictionary`.
 
     ``words(type)`` lists a type's words by descending count; ``contains(type, word)`` is true
     when ``word`` (any case) is a word or a lemma of that type; ``types_of(word)`` gives every

@@ -12,12 +12,13 @@ Import (``negforge import-negatives``) turns a released SHINE training file (row
 ``masked_queries`` and ``recomposed_queries``) into a negatives artifact:
 
 * the masked positions of each level are recovered by aligning the released masked string
-  with our spaCy tokenisation of the query, rendered by SPEC rule 7 with each token either
-  itself or ``<mask>``; positions are listed left to right. When the tokenisation
+  with our spaCy tokenisation of the query, rendered by masking rule 7
+  (:mod:`negforge.masking`) with each token either itself or ``<mask>``; positions are
+  listed left to right. When the tokenisation
   does not line up (it did for every row of the Charades-CG file), the tokens are taken from
   the masked string itself (split on spaces, ``.``/``,`` split off) and the masked words
   are read off the query by matching the masked template against it;
-* a masked token's type is its SPEC rule 3 type (subjects: noun); a token our tagger does
+* a masked token's type is its masking rule 3 type (subjects: noun); a token our tagger does
   not see as a primitive gets the closest type (AUX -> verb, PART -> adverb, NUM/DET ->
   adjective, SCONJ/CCONJ -> preposition, anything else -> noun);
 * fills, ``valid`` and ``invalid_reasons`` come from
@@ -154,7 +155,7 @@ def align_masked(tokens: Sequence[Token], masked_query: str) -> list[int] | None
 
 
 def token_type(token: Token) -> PrimitiveType:
-    """The type a masked token is filled with: SPEC rule 3, or the closest type."""
+    """The type a masked token is filled with: masking rule 3, or the closest type."""
     if is_subject(token):
         return "noun"
     return POS_TO_TYPE.get(token[1]) or _LOOSE_TYPES.get(token[1], "noun")

@@ -1,4 +1,4 @@
-"""Progressive masking (SPEC-masking.md), as pure functions over parsed tokens.
+"""Progressive masking (SHINE, ECCV 2024, Sec. 3.2), as pure functions over parsed tokens.
 
 A parsed token is a tuple ``(text, pos_, dep_, lemma_)`` taken from spaCy, so everything in
 this module runs (and is unit-tested) without spaCy. The rule, clause by clause:
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -47,11 +47,12 @@ from negforge.artifacts import (
     write_artifact,
 )
 from negforge.errors import ConfigError
+from negforge.nlp import Token as Token  # the parsed token tuple masking works on
 from negforge.records import QueryRecord
 from negforge.template import MASK, separator, spaced
 
-#: ``(text, pos_, dep_, lemma_)`` of one spaCy token.
-Token = tuple[str, str, str, str]
+if TYPE_CHECKING:
+    from negforge.corpus import CorpusStore
 
 #: Masking ratios of the paper, per dataset (Sec. 4.1), as exact fractions.
 PRESETS: dict[str, tuple[Fraction, ...]] = {
@@ -361,22 +362,25 @@ def mask_file(
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
     allow_empty: bool = False,
+    corpora: CorpusStore | None = None,
 ) -> MaskResult:
     """Read a query file, parse it once, mask every query, write the masked artifact
-    (and its bad-row report, together)."""
+    (and its bad-row report, together). ``corpora`` hands in files an earlier stage has
+    already read and parsed (see :mod:`negforge.corpus`)."""
     from negforge.atomic import atomic_files, check_output
-    from negforge.nlp import gc_paused, parse_queries
-    from negforge.readers import read_queries, report_path
+    from negforge.corpus import CorpusStore
+    from negforge.nlp import gc_paused
+    from negforge.readers import report_path
 
     chosen = resolve_ratios(preset, ratios)
     excluded = parse_exclude_types(exclude_types)
     output = check_output(output, inputs=[input_path])
     check_output(report_path(output), inputs=[input_path], what="bad-row report")
+    store = corpora if corpora is not None else CorpusStore()
+    corpus = store.corpus(input_path, fmt=fmt, split=split, on_error=on_error,
+                          allow_empty=allow_empty, spacy_model=spacy_model, cache_dir=cache_dir)
+    result, parsed = corpus.read, corpus.parsed
     with gc_paused():
-        result = read_queries(input_path, fmt=fmt, split=split, on_error=on_error,
-                              allow_empty=allow_empty)
-        parsed = parse_queries([r.query for r in result.records], spacy_model,
-                               cache_dir=cache_dir)
         table, unmaskable = mask_table(result.records, parsed.tokens, chosen, excluded)
     provenance = masked_provenance(
         input_path, spacy_model=parsed.model.name, spacy_version=parsed.model.version,

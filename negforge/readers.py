@@ -158,17 +158,10 @@ def read_queries(
     if path.is_dir():
         raise InputError("is a folder, not a query file", path=path)
     kind = fmt or detect_format(path)
-    memo_key = _memo_key(path, str(kind), split, str(on_error))
-    if memo_key is not None and memo_key in _LAST_READ:
-        result = _LAST_READ[memo_key]
-    else:
-        result = _read(path, kind, split, on_error)
-        _LAST_READ.clear()
-        if memo_key is not None:
-            _LAST_READ[memo_key] = result
+    result = _read(path, kind, split, on_error)
     if not result.records and not allow_empty:
         raise empty_input_error(path, result.bad_rows)
-    return result.model_copy(deep=False)
+    return result
 
 
 def empty_input_error(path: str | Path, bad_rows: list[BadRow] | None = None) -> InputError:
@@ -196,20 +189,6 @@ def read_text(path: str | Path) -> str:
         raise InputError(f"invalid UTF-8 (byte {column} of the line); save the file as UTF-8",
                          path=path, line=line) from None  # fmt: skip
     return text[1:] if text.startswith("\ufeff") else text
-
-
-#: The last file read, keyed by path, size, mtime and options: build-dict then mask over the
-#: same file in one process (a pipeline run) read it once. Treat records as read-only.
-_LAST_READ: dict[tuple[object, ...], ReadResult] = {}
-
-
-def _memo_key(path: Path, kind: str, split: str | None, on_error: str) -> tuple[object, ...] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, kind, split,
-            on_error)
 
 
 def _read(path: Path, kind: str, split: str | None, on_error: str) -> ReadResult:

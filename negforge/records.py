@@ -28,7 +28,7 @@ MAX_QUERY_CHARS = 10_000
 class QueryRecord(BaseModel):
     """One (video, query) pair in the Moment-DETR / SHINE jsonl vocabulary."""
 
-    model_config = ConfigDict(extra="ignore", frozen=False)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     qid: str = Field(min_length=1)
     query: str

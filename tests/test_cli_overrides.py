@@ -14,7 +14,7 @@ from negforge.cli import app
 from negforge.errors import ConfigError
 from negforge.generation.config import GenerateConfig
 from negforge.overrides import build, parse_assignment
-from negforge.pipeline import load_spec
+from negforge.pipeline_spec import load_spec
 from negforge.trainer.config import TrainConfig
 
 

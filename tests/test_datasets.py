@@ -23,7 +23,7 @@ from negforge.datasets import (
 )
 from negforge.errors import InputError
 from negforge.export import export_shine_jsonl
-from negforge.pipeline import recorded_fingerprint
+from negforge.pipeline_fingerprints import recorded_fingerprint
 from tests.support.generation_inputs import (  # noqa: F401 - fixture
     GenerationInputs,
     sample_generation_inputs,

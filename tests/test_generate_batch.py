@@ -26,8 +26,9 @@ import pytest
 
 from negforge.artifacts import NegativeRow, load_rows, read_provenance
 from negforge.generation.config import GenerateConfig
+from negforge.generation.estimate import estimate_generation
 from negforge.generation.journal import journal_path_for
-from negforge.generation.runner import estimate_generation, generate_negatives
+from negforge.generation.runner import generate_negatives
 from tests.support.fake_openai import FakeOpenAIProcess, FakeOpenAIServer, FaultRule
 from tests.support.generation_inputs import (  # noqa: F401 - fixture
     REPO_ROOT,

@@ -36,8 +36,11 @@ def test_pipeline_settings_dict_validates():
 
 
 def test_cache_dir_default_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NEGFORGE_LLM_CACHE_DIR", str(tmp_path / "llm"))
     monkeypatch.setenv("NEGFORGE_CACHE_DIR", str(tmp_path / "c"))
-    assert GenerateConfig().resolved_cache_dir() == tmp_path / "c"
+    assert GenerateConfig().resolved_cache_dir() == tmp_path / "llm"
+    monkeypatch.delenv("NEGFORGE_LLM_CACHE_DIR")
+    assert GenerateConfig().resolved_cache_dir() == tmp_path / "c" / "generate"
     monkeypatch.delenv("NEGFORGE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert GenerateConfig().resolved_cache_dir() == tmp_path / "x" / "negforge" / "generate"

@@ -28,8 +28,8 @@ from negforge.generation.batch_files import (
     split_lines,
 )
 from negforge.generation.cache import BatchedWriteCache, CachedAnswer, ResponseCache
+from negforge.generation.masked_input import read_masked
 from negforge.generation.prompts import load_template, substitute
-from negforge.generation.runner import read_masked
 from negforge.generation.sampling import sample_indices
 from tests.support.generation_inputs import (  # noqa: F401 - fixture
     GenerationInputs,

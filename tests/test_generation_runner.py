@@ -16,8 +16,9 @@ from negforge.artifacts import NegativeRow, load_rows, read_provenance
 from negforge.cli import app
 from negforge.generation.config import GenerateConfig
 from negforge.generation.errors import FatalCallError, GenerationFailed
+from negforge.generation.estimate import estimate_generation
 from negforge.generation.journal import journal_path_for
-from negforge.generation.runner import estimate_generation, generate_negatives
+from negforge.generation.runner import generate_negatives
 from tests.support.fake_openai import FakeOpenAIServer, FaultRule
 from tests.support.masked_levels import TOY_QUERIES, write_toy_artifacts
 

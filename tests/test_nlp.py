@@ -6,6 +6,7 @@ import pytest
 
 from negforge import nlp
 from negforge.errors import MissingModelError
+from negforge.post_parse import PostParse
 from negforge.readers import read_queries
 
 SAMPLE_TEXTS = [
@@ -20,9 +21,8 @@ SAMPLE_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def pipeline():
-    language, info = nlp.load_pipeline()
-    return language, info
+def pipeline() -> nlp.LoadedPipeline:
+    return nlp.load_pipeline()
 
 
 def test_default_model_resolves_and_missing_model_says_how_to_install():
@@ -36,21 +36,23 @@ def test_default_model_resolves_and_missing_model_says_how_to_install():
 
 
 def test_loaded_pipeline_has_tagger_and_parser_but_no_ner(pipeline):
-    language, _ = pipeline
+    language = pipeline.nlp
     assert {"tagger", "parser", "attribute_ruler", "lemmatizer"} <= set(language.pipe_names)
     assert "ner" not in language.pipe_names
 
 
-def test_memoised_post_parse_equals_the_full_pipeline(pipeline, repo_root):
-    language, _ = pipeline
+def test_memoised_post_parse_equals_the_full_pipeline(repo_root):
+    import spacy
+
+    language = spacy.load(nlp.resolve_model().load_target, exclude=["ner"])
+    post = PostParse(language)  # a fresh memo: everything below is learnt from these texts
     texts = SAMPLE_TEXTS + [
         r.query for r in read_queries(
             repo_root / "negforge" / "sample_data" / "sample_queries.jsonl").records
     ]
-    fast = nlp.parse_with(language, texts)
+    fast = nlp.parse_with(language, texts, post=post)
     full = [nlp.doc_tokens(doc) for doc in language.pipe(texts)]
     assert fast == full
-    post = nlp._POST[id(language)]
     assert post.enabled and post.fine and post.coarse  # the fast path was really used
     assert len(post.coarse) < len(post.fine)
     # multi-token attribute-ruler patterns ("gon na", "let 's", "there is") were seen
@@ -60,40 +62,38 @@ def test_memoised_post_parse_equals_the_full_pipeline(pipeline, repo_root):
 def test_lemma_index_sets_give_the_same_lemmas_as_the_shipped_lists(pipeline, repo_root):
     import spacy
 
-    language, info = pipeline
-    pristine = spacy.load(info.load_target, exclude=["ner"])
+    pristine = spacy.load(pipeline.model.load_target, exclude=["ner"])
     table = pristine.get_pipe("lemmatizer").lookups.get_table("lemma_index")
     assert any(isinstance(v, list) for v in table.values())  # as shipped
     texts = SAMPLE_TEXTS + [
         r.query for r in read_queries(
             repo_root / "negforge" / "sample_data" / "sample_queries.jsonl").records
     ]
-    assert nlp.parse_with(language, texts) == [nlp.doc_tokens(d) for d in pristine.pipe(texts)]
+    assert pipeline.parse(texts) == [nlp.doc_tokens(d) for d in pristine.pipe(texts)]
 
 
 def test_unknown_layouts_fall_back_to_running_every_component():
     import spacy
 
     blank = spacy.blank("en")
-    assert not nlp.PostParse(blank).enabled
-    assert nlp.parse_with(blank, ["a b ."]) == [[("a", "", "", ""), ("b", "", "", ""),
+    post = PostParse(blank)
+    assert not post.enabled
+    assert nlp.parse_with(blank, ["a b ."], post=post) == [[("a", "", "", ""), ("b", "", "", ""),
                                                  (".", "", "", "")]]
 
 
 def test_parse_cache_round_trip(tmp_path):
     texts = SAMPLE_TEXTS[:3]
-    nlp.clear_memory_cache()
     first = nlp.parse_texts(texts, cache_dir=tmp_path)
     assert not first.cache_hit and first.cache_path is not None and first.cache_path.is_file()
-    nlp.clear_memory_cache()
     again = nlp.parse_texts(texts, cache_dir=tmp_path)
     assert again.cache_hit and again.tokens == first.tokens
-    in_memory = nlp.parse_texts(texts, cache_dir=tmp_path / "elsewhere")
-    assert in_memory.cache_hit
+    # nothing is kept in memory behind the caller's back: another folder parses again
+    elsewhere = nlp.parse_texts(texts, cache_dir=tmp_path / "elsewhere")
+    assert not elsewhere.cache_hit and elsewhere.tokens == first.tokens
     other = nlp.parse_texts(texts[:2], cache_dir=tmp_path)
     assert not other.cache_hit and other.tokens == first.tokens[:2]
     # a damaged cache file is ignored (re-parsed), not trusted
-    nlp.clear_memory_cache()
     first.cache_path.write_bytes(b"garbage")
     assert not nlp.parse_texts(texts, cache_dir=tmp_path).cache_hit
 
@@ -103,8 +103,7 @@ def test_memoised_post_parse_equals_the_full_pipeline_on_activitynet(pipeline, s
     # the first 3,000 ActivityNet-CG training sentences: leading spaces, varied vocabulary
     path = shared_dir / "data" / "visa" / "activitynet_cg" / "train.json"
     texts = [r.query for r in read_queries(path, on_error="skip").records[:3000]]
-    language, _ = pipeline
-    assert nlp.parse_with(language, texts) == [nlp.doc_tokens(d) for d in language.pipe(texts)]
+    assert pipeline.parse(texts) == [nlp.doc_tokens(d) for d in pipeline.nlp.pipe(texts)]
 
 
 def test_normalise_text_adds_the_space_after_a_glued_stop():

@@ -11,7 +11,9 @@ import pytest
 
 from negforge.artifacts import read_provenance
 from negforge.errors import ConfigError, InputError
-from negforge.pipeline import load_spec, recorded_fingerprint, run_pipeline
+from negforge.pipeline import run_pipeline
+from negforge.pipeline_fingerprints import recorded_fingerprint
+from negforge.pipeline_spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "pipelines" / "sample.yaml"

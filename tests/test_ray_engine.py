@@ -25,7 +25,7 @@ import pytest
 
 from negforge.artifacts import read_artifact, read_provenance
 from negforge.datasets import is_dataset, read_manifest
-from negforge.pipeline import recorded_fingerprint
+from negforge.pipeline_fingerprints import recorded_fingerprint
 from tests.support.fake_openai import FakeOpenAIProcess
 from tests.support.generation_inputs import REPO_ROOT, negforge_command, offline_env
 

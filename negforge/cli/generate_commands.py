@@ -85,7 +85,8 @@ def generate_command(
 
     Every setting is a --set KEY=VALUE (the keys of a pipeline's generate stage); flags alias some.
     """
-    from negforge.generation.runner import estimate_generation, generate_negatives
+    from negforge.generation.estimate import estimate_generation
+    from negforge.generation.runner import generate_negatives
 
     config = build(GenerateConfig, assignments(GENERATE_FLAGS, settings))
     dry_run = config.dry_run

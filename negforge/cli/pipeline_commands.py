@@ -108,7 +108,7 @@ def mask_command(
     allow_empty: bool = _allow_empty_option(),
     quiet: bool = _quiet_option(),
 ) -> None:
-    """Progressively mask every query (SPEC-masking.md) into a masked artifact."""
+    """Progressively mask every query into a masked artifact (rule: docs/pipeline.md#masking)."""
     from negforge.masking import mask_file
 
     with StepProgress(f"mask: parsing and masking {input_path.name}", quiet=quiet):

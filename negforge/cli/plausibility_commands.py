@@ -27,7 +27,7 @@ def score_plausibility_command(
         512, "--batch-tokens", min=64, help="tokens per llama.cpp batch (several texts each)"
     ),
     cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="score cache (default ~/.cache/negforge/plausibility)"
+        None, "--cache-dir", help="score cache (default $NEGFORGE_CACHE_DIR/plausibility)"
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the cache"),
     fmt: InputFormat | None = typer.Option(

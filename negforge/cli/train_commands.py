@@ -281,11 +281,10 @@ def synth_command(
     interaction: float = typer.Option(0.5, "--interaction", help="weight of the verb x noun term"),
     signal: float = typer.Option(3.0, "--signal", help="strength of an event's signature"),
     noise: float = typer.Option(0.5, "--noise", help="clip noise"),
-    negatives: str = typer.Option(
+    negatives: Literal["swap", "video"] = typer.Option(
         "swap",
         "--negatives",
         help="built-in hard negatives: swap (random words) or video (the video's other events)",
-        callback=_check_choice(("swap", "video")),
     ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:

@@ -12,7 +12,9 @@ Modules, one concept each:
 * ``cache``, ``journal`` -- the response cache and the resumable run journal;
 * ``accounting``, ``progress`` -- tokens, cost, the run summary and the progress bar;
 * ``filling`` -- one query: ask, validate, re-ask, --on-invalid;
-* ``runner`` -- :func:`generate_negatives` and :func:`estimate_generation`;
+* ``masked_input`` -- the masked artifact read into one job per query;
+* ``runner`` -- :func:`generate_negatives`, the resumable concurrent run;
+* ``estimate`` -- :func:`estimate_generation`, ``--dry-run``'s calls, tokens and cost;
 * ``local_server`` -- llama.cpp's server with SmolLM2 (``negforge serve-local``).
 
 Heavy imports (openai, litellm) happen only when a backend is used.

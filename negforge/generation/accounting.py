@@ -16,9 +16,15 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from negforge.artifacts import GeneratedLevel
+    from negforge.generation.client import BackendSpec
+    from negforge.generation.config import GenerateConfig
+    from negforge.generation.filling import QueryOutcome
 
 _PRICE_MAP_FILE = "model_prices_and_context_window_backup.json"
 #: The Batch API's discount where the price map lists no batch price.
@@ -237,3 +243,63 @@ class GenerationEstimate(BaseModel):
                 f"{_cost_text(self.online_cost_usd)})" if self.batch else ""
             ),
         ]
+
+
+def price_model(spec: BackendSpec | None) -> str | None:
+    """The model to price (None: free, e.g. the random baseline or a local server)."""
+    if spec is None or spec.provider == "local":
+        return None
+    return spec.model
+
+
+def summarise_run(
+    *,
+    config: GenerateConfig,
+    meta_backend: str,
+    meta_model: str,
+    prompt_label: str | None,
+    all_rows: Sequence[GeneratedLevel],
+    queries: int,
+    resumed: int,
+    outcomes: Sequence[QueryOutcome],
+    wall_s: float,
+    price_model: str | None,
+    cache_failure: str | None = None,
+) -> GenerationSummary:
+    """The summary of a run from its rows and the outcomes of the queries it generated."""
+    generated_rows = [row for outcome in outcomes for row in outcome.rows]
+    invalid = [row for row in generated_rows if not row.valid or row.fallback is not None]
+    reasons: dict[str, int] = {}
+    for row in invalid:
+        for code in row.invalid_reasons:
+            reasons[code] = reasons.get(code, 0) + 1
+    input_tokens = sum(outcome.input_tokens for outcome in outcomes)
+    output_tokens = sum(outcome.output_tokens for outcome in outcomes)
+    return GenerationSummary(
+        backend=meta_backend,
+        model=meta_model,
+        prompt_version=prompt_label,
+        queries=queries,
+        rows=len(all_rows),
+        resumed_queries=resumed,
+        generated_queries=len(outcomes),
+        calls=sum(outcome.calls for outcome in outcomes),
+        cache_hits=sum(outcome.cache_hits for outcome in outcomes),
+        retries=sum(outcome.retries for outcome in outcomes),
+        reasks=sum(outcome.reasks for outcome in outcomes),
+        fallbacks=sum(1 for row in generated_rows if row.fallback is not None),
+        dropped=sum(1 for row in generated_rows if row.negative is None),
+        failed_queries=sum(1 for outcome in outcomes if outcome.failed),
+        failed_rows=sum(len(outcome.rows) for outcome in outcomes if outcome.failed),
+        on_failed=config.on_failed,
+        last_error=next((o.error for o in reversed(outcomes) if o.failed and o.error), None),
+        cache_failure=cache_failure,
+        invalid_rows=len(invalid),
+        invalid_rate=len(invalid) / len(generated_rows) if generated_rows else 0.0,
+        valid_rows=sum(1 for row in all_rows if row.valid),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd(price_model, input_tokens, output_tokens),
+        wall_s=round(wall_s, 3),
+        reasons=reasons,
+    )

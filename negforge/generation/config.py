@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from negforge.cache_paths import cache_folder
+
 #: ``--llm random``: the paper's random-sample baseline (no network, no LLM).
 RANDOM_BACKEND = "random"
 #: ``--llm local``: the llama.cpp server that ``negforge serve-local`` starts.
@@ -16,7 +18,8 @@ DEFAULT_LOCAL_URL = "http://127.0.0.1:8765/v1"
 LOCAL_URL_ENV = "NEGFORGE_LOCAL_LLM_URL"
 LOCAL_MODEL_ENV = "NEGFORGE_LOCAL_LLM_MODEL"
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
-CACHE_DIR_ENV = "NEGFORGE_CACHE_DIR"
+#: The LLM answer cache folder itself (the root of every cache is ``$NEGFORGE_CACHE_DIR``).
+LLM_CACHE_DIR_ENV = "NEGFORGE_LLM_CACHE_DIR"
 
 OnInvalid = Literal["drop", "random", "keep"]
 OnFailed = Literal["error", "random", "drop"]
@@ -57,11 +60,11 @@ RANK_CONCURRENCY = 16
 
 
 def default_cache_dir() -> Path:
-    """``$NEGFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/negforge/generate`` (~/.cache)."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "negforge" / "generate"
+    """``$NEGFORGE_LLM_CACHE_DIR``, else ``$NEGFORGE_CACHE_DIR/generate`` (default
+    ``~/.cache/negforge/generate``; see :mod:`negforge.cache_paths`)."""
+    if os.environ.get(LLM_CACHE_DIR_ENV):
+        return Path(os.environ[LLM_CACHE_DIR_ENV])
+    return cache_folder("generate")
 
 
 class GenerateConfig(BaseModel):
@@ -125,8 +128,8 @@ class GenerateConfig(BaseModel):
     max_backoff_s: float = Field(default=60.0, gt=0, allow_inf_nan=False,
                                  description="longest wait between retries")  # fmt: skip
     cache_dir: Path | None = Field(
-        default=None, description="response cache (None: $NEGFORGE_CACHE_DIR or "
-        "~/.cache/negforge/generate)"
+        default=None, description="response cache (None: $NEGFORGE_LLM_CACHE_DIR, else "
+        "$NEGFORGE_CACHE_DIR/generate, default ~/.cache/negforge/generate)"
     )
     no_cache: bool = Field(default=False, description="neither read nor write the cache")
     resume: bool = Field(default=True, description="reuse finished rows of an earlier run")

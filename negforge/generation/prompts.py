@@ -151,7 +151,7 @@ def _keys_text(levels: Sequence[MaskedLevel]) -> str:
 
 #: One word, for grammar-constrained backends (llm=local): llama.cpp's grammar for a bare
 #: ``"type": "string"`` admits any text, and a small model then rambles inside a string
-#: until ``max_tokens`` cuts the JSON. (Found by engineer B2 with SmolLM2.)
+#: until ``max_tokens`` cuts the JSON (seen with SmolLM2).
 SINGLE_WORD_PATTERN = "^[A-Za-z][A-Za-z'-]{0,23}$"
 
 

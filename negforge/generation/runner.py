@@ -4,7 +4,8 @@
 earlier run of the same settings already finished (its journal, or its finished artifact),
 fills the rest with ``--concurrency`` asyncio workers, journals each finished query at once,
 and finally writes the negatives artifact atomically with the run summary in its provenance.
-:func:`estimate_generation` is ``--dry-run``: calls, tokens and cost, nothing spent.
+The masked input is read by :mod:`negforge.generation.masked_input`; ``--dry-run`` is
+:func:`negforge.generation.estimate.estimate_generation`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,6 @@ from negforge.artifacts import (
     SCHEMA_VERSIONS,
     GeneratedFields,
     GeneratedLevel,
-    MaskedLevel,
     PrimitiveType,
     Provenance,
     artifact_sha256,
@@ -38,12 +37,7 @@ from negforge.artifacts import (
     write_artifact,
 )
 from negforge.errors import ConfigError, InputError, NegforgeError
-from negforge.generation.accounting import (
-    GenerationEstimate,
-    GenerationSummary,
-    cost_usd,
-    count_tokens,
-)
+from negforge.generation.accounting import GenerationSummary, price_model, summarise_run
 from negforge.generation.cache import BatchedWriteCache, ResponseCache
 from negforge.generation.client import BackendSpec, make_client, resolve_backend
 from negforge.generation.config import GenerateConfig
@@ -57,21 +51,18 @@ from negforge.generation.filling import (
     WordSource,
 )
 from negforge.generation.journal import RunJournal, journal_path_for
+from negforge.generation.masked_input import load_word_source, read_masked
 from negforge.generation.progress import RunProgress
-from negforge.generation.prompts import PromptTemplate, level_key, load_template
+from negforge.generation.prompts import PromptTemplate, load_template
 from negforge.generation.ratelimit import RateLimiter
-from negforge.generation.sampling import FrozenDictionary
 from negforge.query_view import by_query
 
 if TYPE_CHECKING:
     from negforge.plausibility.gate import PlausibilityGate
 
 __all__ = [
-    "GenerationEstimate",
     "GenerationSummary",
-    "estimate_generation",
     "generate_negatives",
-    "load_jobs",
 ]
 
 Filler = RandomFiller | LLMFiller
@@ -80,82 +71,6 @@ Filler = RandomFiller | LLMFiller
 #: The fields a generation run adds to a masked row (NegativeRow minus MaskedLevel).
 GENERATED_FIELDS: tuple[str, ...] = tuple(GeneratedFields.model_fields)
 _GENERATED_LEVELS: TypeAdapter[list[GeneratedLevel]] = TypeAdapter(list[GeneratedLevel])
-_MASKED_SCHEMA = ARROW_SCHEMAS["masked"]
-_LEVELS: TypeAdapter[list[MaskedLevel]] = TypeAdapter(list[MaskedLevel])
-
-
-@dataclass
-class MaskedInput:
-    """A masked artifact as read: its table, provenance and one job per query."""
-
-    table: pa.Table
-    provenance: Provenance
-    jobs: list[QueryJob]
-
-
-def _check_masked_schema(table: pa.Table, path: Path) -> None:
-    for expected in _MASKED_SCHEMA:
-        if expected.name not in table.column_names:
-            raise InputError("column missing", path=path, field=expected.name)
-        found = table.schema.field(expected.name).type
-        if found != expected.type:
-            raise InputError(f"type {found}, expected {expected.type}", path=path,
-                             field=expected.name)  # fmt: skip
-
-
-def _check_level(level: MaskedLevel, path: Path, line: int) -> None:
-    """The consistency checks a masked row needs beyond its field types."""
-    masks = len(level.masked_positions)
-    for name in ("original_words", "original_lemmas", "types"):
-        if len(getattr(level, name)) != masks:
-            raise InputError(f"{len(getattr(level, name))} entries for {masks} masks",
-                             path=path, line=line, field=name)  # fmt: skip
-    if any(not 0 <= position < len(level.tokens) for position in level.masked_positions):
-        raise InputError("a masked position lies outside the tokens", path=path, line=line,
-                         field="masked_positions")  # fmt: skip
-    if not level.qid:
-        raise InputError("empty qid", path=path, line=line, field="qid")
-
-
-def read_masked(masked_path: Path) -> MaskedInput:
-    """Read a masked artifact into one job per query (levels ascending), in file order.
-
-    Every row is validated (pydantic) and checked for consistency, errors naming row and field.
-    """
-    masked_path = Path(masked_path)
-    table, provenance = read_artifact(masked_path, "masked")
-    _check_masked_schema(table, masked_path)
-    names = [field.name for field in _MASKED_SCHEMA]
-    rows = table.select(names).to_pylist()
-    try:  # one call for all rows: several times faster than a model_validate per row
-        levels = _LEVELS.validate_python(rows)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        index = int(error["loc"][0])
-        field = ".".join(str(part) for part in error["loc"][1:])
-        raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
-    queries = by_query(levels)
-    repeated = min((i for query in queries for i in query.repeated()), default=None)
-    for index, level in enumerate(levels):  # rows in file order: the first error is reported
-        _check_level(level, masked_path, index + 1)
-        if index == repeated:
-            raise InputError(f"query {level.qid} has level {level.level} twice",
-                             path=masked_path, line=index + 1, field="level")  # fmt: skip
-    jobs = [QueryJob(qid=q.qid, levels=q.rows, row_indices=q.indices) for q in queries]
-    return MaskedInput(table=table, provenance=provenance, jobs=jobs)
-
-
-def load_jobs(masked_path: Path) -> tuple[list[QueryJob], Provenance]:
-    """The masked artifact as one job per query (levels ascending), in file order."""
-    masked = read_masked(masked_path)
-    return masked.jobs, masked.provenance
-
-
-def load_word_source(dictionary_path: Path) -> WordSource:
-    """The POS dictionary D (``negforge.dictionary.load_dictionary``)."""
-    from negforge.dictionary import load_dictionary
-
-    return FrozenDictionary(load_dictionary(dictionary_path))
 
 
 def _template_for(config: GenerateConfig) -> PromptTemplate | None:
@@ -256,65 +171,6 @@ async def _run_jobs(
     errors = [error for task in done if (error := task.exception()) is not None]
     if errors:
         raise errors[0]
-
-
-def _summarise(
-    *,
-    config: GenerateConfig,
-    meta_backend: str,
-    meta_model: str,
-    prompt_label: str | None,
-    all_rows: Sequence[GeneratedLevel],
-    queries: int,
-    resumed: int,
-    outcomes: Sequence[QueryOutcome],
-    wall_s: float,
-    price_model: str | None,
-    cache_failure: str | None = None,
-) -> GenerationSummary:
-    generated_rows = [row for outcome in outcomes for row in outcome.rows]
-    invalid = [row for row in generated_rows if not row.valid or row.fallback is not None]
-    reasons: dict[str, int] = {}
-    for row in invalid:
-        for code in row.invalid_reasons:
-            reasons[code] = reasons.get(code, 0) + 1
-    input_tokens = sum(outcome.input_tokens for outcome in outcomes)
-    output_tokens = sum(outcome.output_tokens for outcome in outcomes)
-    return GenerationSummary(
-        backend=meta_backend,
-        model=meta_model,
-        prompt_version=prompt_label,
-        queries=queries,
-        rows=len(all_rows),
-        resumed_queries=resumed,
-        generated_queries=len(outcomes),
-        calls=sum(outcome.calls for outcome in outcomes),
-        cache_hits=sum(outcome.cache_hits for outcome in outcomes),
-        retries=sum(outcome.retries for outcome in outcomes),
-        reasks=sum(outcome.reasks for outcome in outcomes),
-        fallbacks=sum(1 for row in generated_rows if row.fallback is not None),
-        dropped=sum(1 for row in generated_rows if row.negative is None),
-        failed_queries=sum(1 for outcome in outcomes if outcome.failed),
-        failed_rows=sum(len(outcome.rows) for outcome in outcomes if outcome.failed),
-        on_failed=config.on_failed,
-        last_error=next((o.error for o in reversed(outcomes) if o.failed and o.error), None),
-        cache_failure=cache_failure,
-        invalid_rows=len(invalid),
-        invalid_rate=len(invalid) / len(generated_rows) if generated_rows else 0.0,
-        valid_rows=sum(1 for row in all_rows if row.valid),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost_usd(price_model, input_tokens, output_tokens),
-        wall_s=round(wall_s, 3),
-        reasons=reasons,
-    )
-
-
-def _price_model(spec: BackendSpec | None) -> str | None:
-    """The model to price (None: free, e.g. the random baseline or a local server)."""
-    if spec is None or spec.provider == "local":
-        return None
-    return spec.model
 
 
 def _check_dictionary(
@@ -524,7 +380,7 @@ def generate_negatives(
         from negforge.generation.rank_fill import RANK_VERSION
 
         prompt_label = RANK_VERSION
-    summary = _summarise(
+    summary = summarise_run(
         config=config,
         meta_backend=meta_backend,
         meta_model=meta_model,
@@ -534,7 +390,7 @@ def generate_negatives(
         resumed=len(finished),
         outcomes=outcomes,
         wall_s=time.perf_counter() - started,
-        price_model=_price_model(spec),
+        price_model=price_model(spec),
         cache_failure=cache.failure if cache is not None else None,
     )
     if batch_summary is not None:
@@ -579,7 +435,7 @@ def _negatives_table(
 ) -> pa.Table:
     """The masked rows of the jobs (in job and level order) plus the generated columns."""
     indices = pa.array([index for job in jobs for index in job.row_indices], type=pa.int64())
-    base = masked.select([field.name for field in _MASKED_SCHEMA]).take(indices)
+    base = masked.select([field.name for field in ARROW_SCHEMAS["masked"]]).take(indices)
     schema = ARROW_SCHEMAS["negatives"]
     generated = [
         pa.array([getattr(row, name) for row in generated_rows], type=schema.field(name).type)
@@ -640,113 +496,4 @@ def _run_batch(
         list(jobs), config=config, spec=spec, template=template, dictionary=dictionary,
         cache=cache, record=record, journal=journal, progress=progress, gate=gate,
     ))  # fmt: skip
-    return summary_fields(report, _price_model(spec))
-
-
-def _answer_example(job: QueryJob) -> str:
-    """An answer of the expected size (the original words as fills), to estimate output."""
-    return json.dumps({level_key(level.level): level.original_words for level in job.levels})
-
-
-def estimate_generation(
-    masked_path: Path, dictionary_path: Path, config: GenerateConfig
-) -> GenerationEstimate:
-    """``--dry-run``: the calls, input/output tokens and cost a run would take; spends nothing.
-
-    Input tokens are counted exactly on the rendered first requests; output tokens on an
-    answer of the expected size. Re-asks are not predicted (the summary reports them).
-    """
-    jobs = read_masked(Path(masked_path)).jobs
-    if config.limit is not None:
-        jobs = jobs[: config.limit]
-    rows = sum(len(job.levels) for job in jobs)
-    if config.is_random or config.rank_fill:
-        name = "random"
-        if config.rank_fill:
-            from negforge.generation.rank_fill import rank_backend_spec
-
-            name = rank_backend_spec(config).model
-        return GenerationEstimate(
-            backend="random" if config.is_random else "local", model=name, queries=len(jobs),
-            rows=rows, calls=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
-        )  # fmt: skip
-    dictionary = load_word_source(Path(dictionary_path))
-    template = load_template(config.prompt_template, config.prompt_version)
-    spec = resolve_backend(config)
-    if config.batch:
-        from negforge.generation.batch_runner import check_batch_backend
-
-        check_batch_backend(spec, need_key=False)  # a dry run sends nothing
-    filler = LLMFiller(
-        config=config,
-        spec=spec,
-        client=_NoClient(),
-        template=template,
-        dictionary=dictionary,
-        cache=None,
-        limiter=RateLimiter(),
-    )
-    cache = None if config.no_cache else _existing_cache(config)
-    input_tokens = output_tokens = cached = 0
-    batch_lines = []
-    try:
-        for job in jobs:
-            messages, response_format = filler.request_for(job)
-            if config.batch:
-                batch_lines.append(_batch_line_of(job, spec, filler, messages, response_format))
-            input_tokens += count_tokens(spec.model, messages=messages)
-            output_tokens += count_tokens(spec.model, text=_answer_example(job))
-            if cache is not None and cache.get(
-                filler.request_key(messages, response_format)
-            ) is not None:
-                cached += 1
-    finally:
-        if cache is not None:
-            cache.close()
-    online_cost = cost_usd(_price_model(spec), input_tokens, output_tokens)
-    batch_files = 0
-    if config.batch:
-        from negforge.generation.batch_files import split_lines
-
-        batch_files = len(split_lines(batch_lines, config.batch_max_requests,
-                                      config.batch_max_bytes))  # fmt: skip
-    return GenerationEstimate(
-        backend=spec.provider,
-        model=spec.model,
-        queries=len(jobs),
-        rows=rows,
-        calls=len(jobs),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost_usd(_price_model(spec), input_tokens, output_tokens, batch=config.batch),
-        cached_calls=cached,
-        batch=config.batch,
-        online_cost_usd=online_cost if config.batch else None,
-        batch_files=batch_files,
-    )
-
-
-def _batch_line_of(job: QueryJob, spec: BackendSpec, filler: LLMFiller, messages: Any,
-                   response_format: Any) -> Any:  # fmt: skip
-    """The Batch API input line of a query's first request (to count batch files)."""
-    from negforge.generation.batch_files import batch_line, custom_id_for
-    from negforge.generation.client import chat_request_body
-
-    body = chat_request_body(spec.wire_model, messages, response_format, filler.params)
-    return batch_line(custom_id_for(job.qid, 1), body)
-
-
-def _existing_cache(config: GenerateConfig) -> ResponseCache | None:
-    directory = config.resolved_cache_dir()
-    return ResponseCache(directory) if directory.exists() else None
-
-
-class _NoClient:
-    """A client for rendering only (``--dry-run`` never calls)."""
-
-    async def complete(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("dry run: no backend call is made")
-
-    async def aclose(self) -> None:
-        return None
-
+    return summary_fields(report, price_model(spec))

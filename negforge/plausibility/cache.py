@@ -9,15 +9,15 @@ written at once, so a killed run resumes from what it had scored.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from negforge.cache_paths import cache_folder
+
 #: Bump when what is scored, or how, changes: every cached score is then a miss.
 SCORING_VERSION = 1
-CACHE_DIR_ENV = "NEGFORGE_CACHE_DIR"
 
 
 class SentenceScore(BaseModel):
@@ -28,11 +28,8 @@ class SentenceScore(BaseModel):
 
 
 def default_cache_dir() -> Path:
-    """``$NEGFORGE_CACHE_DIR/plausibility``, else ``~/.cache/negforge/plausibility``."""
-    root = os.environ.get(CACHE_DIR_ENV)
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or
-                                        Path.home() / ".cache") / "negforge"  # fmt: skip
-    return base / "plausibility"
+    """``$NEGFORGE_CACHE_DIR/plausibility`` (default ``~/.cache/negforge/plausibility``)."""
+    return cache_folder("plausibility")
 
 
 def score_key(model_sha256: str, text: str) -> str:
