@@ -16,7 +16,8 @@ from negforge.trainer.config import build_config
 from negforge.trainer.data import load_eval_samples, load_train_samples
 from negforge.trainer.features import negative_key
 from negforge.trainer.run_data import feature_stores
-from negforge.trainer.synth import SynthConfig, World, generate, words_of
+from negforge.trainer.synth import SynthConfig, generate
+from negforge.trainer.synth_world import World, words_of
 
 ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
 ROOT = Path(__file__).resolve().parents[1]

@@ -319,7 +319,7 @@ def synth_negatives_command(
     name: str = typer.Option(..., "--name", help="name of this negative source (e.g. random)"),
 ) -> None:
     """Text features of pipeline negatives for a synth benchmark, and a train config for them."""
-    from negforge.trainer.synth import featurize_negatives
+    from negforge.trainer.synth_negatives import featurize_negatives
 
     report = featurize_negatives(benchmark, negatives, name)
     typer.echo(
