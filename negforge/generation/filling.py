@@ -183,13 +183,7 @@ def finish_rows(
                 if fallback_rng is None:
                     fallback_rng = query_rng(config.seed, job.qid, "fallback")
                 fills = random_level_fills(level, dictionary, fallback_rng, taken)
-                check = validate_query(
-                    [level],
-                    [fills],
-                    allow_phrases=config.allow_phrases,
-                    dictionary=dictionary,
-                    require_dict_words=config.require_dict_words,
-                )[0]
+                check = validate_fills([level], [fills], config, dictionary)[0]
                 negative = check.negative
                 valid = check.valid and (negative or "").lower() not in taken
                 fallback = FAILED_FALLBACK if failed else "random"
@@ -215,6 +209,36 @@ def finish_rows(
     return rows
 
 
+def validate_fills(
+    levels: Sequence[MaskedLevel],
+    fills: Sequence[Sequence[str]],
+    config: GenerateConfig,
+    dictionary: WordDictionary | None,
+) -> list[ValidationResult]:
+    """:func:`validate_query` of one query's fills under the run's settings."""
+    return validate_query(
+        levels,
+        fills,
+        allow_phrases=config.allow_phrases,
+        dictionary=dictionary,
+        require_dict_words=config.require_dict_words,
+    )
+
+
+async def validate_and_gate(
+    job: QueryJob,
+    fills: Sequence[Sequence[str]],
+    config: GenerateConfig,
+    dictionary: WordDictionary | None,
+    gate: PlausibilityGate | None,
+) -> list[ValidationResult]:
+    """The fills validated, then (``--min-plausibility``) implausible levels flagged."""
+    results = validate_fills(job.levels, fills, config, dictionary)
+    if gate is not None:
+        results = await gate.check(job.levels[0].query, results)
+    return results
+
+
 class RandomFiller:
     """The paper's random-sample baseline: dictionary words of the masked word's type."""
 
@@ -228,15 +252,7 @@ class RandomFiller:
     async def fill(self, job: QueryJob) -> QueryOutcome:
         started = time.perf_counter()
         fills = random_query_fills(job.levels, self.dictionary, self.config.seed)
-        results = validate_query(
-            job.levels,
-            fills,
-            allow_phrases=self.config.allow_phrases,
-            dictionary=self.dictionary,
-            require_dict_words=self.config.require_dict_words,
-        )
-        if self.gate is not None:
-            results = await self.gate.check(job.levels[0].query, results)
+        results = await validate_and_gate(job, fills, self.config, self.dictionary, self.gate)
         rows = finish_rows(
             job,
             results,
@@ -370,13 +386,7 @@ class LLMFiller:
         return completion
 
     def _validate(self, job: QueryJob, fills: Sequence[Sequence[str]]) -> list[ValidationResult]:
-        return validate_query(
-            job.levels,
-            fills,
-            allow_phrases=self.config.allow_phrases,
-            dictionary=self.dictionary,
-            require_dict_words=self.config.require_dict_words,
-        )
+        return validate_fills(job.levels, fills, self.config, self.dictionary)
 
     async def fill(self, job: QueryJob) -> QueryOutcome:
         started = time.perf_counter()

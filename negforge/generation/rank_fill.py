@@ -48,10 +48,11 @@ from negforge.generation.filling import (
     RowMeta,
     WordSource,
     finish_rows,
+    validate_and_gate,
 )
 from negforge.generation.local_server import find_gguf
 from negforge.generation.sampling import match_case, query_rng, random_level_fills
-from negforge.generation.validation import ValidationResult, validate_query
+from negforge.generation.validation import ValidationResult
 from negforge.inflection import Form, FormIndex
 from negforge.plausibility.batching import DecodeBatcher
 from negforge.plausibility.llama import DecodeRequest, log_softmax_at, log_softmax_row
@@ -343,16 +344,7 @@ class RankFiller:
 
     async def _check(self, job: QueryJob, fills: Sequence[Sequence[str]]
                      ) -> list[ValidationResult]:  # fmt: skip
-        results = validate_query(
-            job.levels,
-            fills,
-            allow_phrases=self.config.allow_phrases,
-            dictionary=self.dictionary,
-            require_dict_words=self.config.require_dict_words,
-        )
-        if self.gate is not None:
-            results = await self.gate.check(job.levels[0].query, results)
-        return results
+        return await validate_and_gate(job, fills, self.config, self.dictionary, self.gate)
 
 
 def rank_backend_spec(config: GenerateConfig) -> BackendSpec:
