@@ -2,7 +2,7 @@
 
 Run ``.venv/bin/python scripts/schema_docs.py`` after changing a schema in
 negforge/artifacts.py and paste the rows into the docs' tables (meanings stay hand-written);
-tests/test_schema_docs.py fails while the docs and the schemas differ.
+tests/pipeline/test_artifact_provenance.py fails while the docs and the schemas differ.
 """
 
 from __future__ import annotations

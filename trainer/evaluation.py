@@ -1,7 +1,7 @@
 """Moment predictions and the metrics the papers report, as the originals' ``standalone_eval``.
 
 Everything here equals ``standalone_eval/eval.py`` (Moment-DETR / QD-DETR / SHINE) for
-moment retrieval, figure for figure (tests/test_score_parity.py runs both):
+moment retrieval, figure for figure (tests/trainer/test_score_parity.py runs both):
 
 * R1@θ (θ = 0.5 .. 0.95): share of queries whose *first listed* window has IoU ≥ θ with
   the ground-truth window it overlaps most (the first such window on ties); mIoU: the mean of

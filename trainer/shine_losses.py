@@ -9,7 +9,7 @@ Shapes: B rows (video-query pairs), T clips (padded). ``window_mask`` (B, T) is 
 inside the ground-truth window (the saliency pseudo-label Y), ``valid_mask`` (B, T) is 1 for
 real (non-padding) clips. Masks may be float or bool.
 
-Choices the paper leaves open (documented here, tested in tests/test_shine_losses.py):
+Choices the paper leaves open (documented here, tested in tests/trainer/test_shine_losses.py):
 
 * A row takes part in L_cr only when its window holds at least one valid clip (T+ >= 1).
   Each term is averaged over the rows that take part in it: L_inter additionally needs a

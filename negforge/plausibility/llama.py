@@ -25,7 +25,7 @@ each sequence's arithmetic the same in every batch:
   (``benchmarks/bench_plausibility.py``: a sentence decoded alone in 8-20 tokens scores
   bit-identically), while a start off the 8-token grid changes NLLs by up to 0.022.
 
-``tests/test_plausibility.py`` checks that a text scores bit-identically alone and in any
+``tests/generation/test_plausibility.py`` checks that a text scores bit-identically alone and in any
 batch. The price is the padding: about a third more tokens for ten-token queries.
 
 Tokens shared by several sequences (a common prefix) are decoded once, tagged with every

@@ -1,7 +1,7 @@
 """The real SmolLM2 GGUF in process, for tests marked ``llama``.
 
 Missing llama.cpp bindings or the GGUF skip the test locally and fail it in CI
-(``NEGFORGE_REQUIRE_SHARED=1``), as ``tests/test_local_llm.py`` does.
+(``NEGFORGE_REQUIRE_SHARED=1``), as ``tests/generation/test_local_llm.py`` does.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ fills in D / of another type / outside D, a last level whose extra mask lies lef
 earlier ones (masks are listed left to right, as the pipeline writes them), a negative equal
 to the query, a repeated negative, a broken template, an ambiguous
 run of adjacent masks, and a dropped row with no negative. Every figure the report should
-show for them is worked out by hand in tests/test_report_quality.py.
+show for them is worked out by hand in tests/reporting/test_report_quality.py.
 """
 
 from __future__ import annotations

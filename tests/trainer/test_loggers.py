@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from negforge.errors import ConfigError
 from negforge.trainer.loggers import NullLogger, open_logger, scalars
 from negforge.trainer.run import train
-from tests.test_engine import tiny_config, tiny_synth  # noqa: F401  (fixture)
+from tests.trainer.test_engine import tiny_config, tiny_synth  # noqa: F401  (fixture)
 
 SPLITS = ("val", "test_trivial", "novel_composition", "novel_word")
 METRICS = ("R1@0.5", "R1@0.7", "mIoU", "mAP")

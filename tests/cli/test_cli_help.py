@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from negforge.cli import app
 from negforge.cli.examples import EXAMPLES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = sorted(get_command(app).commands)  # type: ignore[attr-defined]
 
 

@@ -15,7 +15,7 @@ from negforge.pipeline import run_pipeline
 from negforge.pipeline_fingerprints import recorded_fingerprint
 from negforge.pipeline_spec import load_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "pipelines" / "sample.yaml"
 
 

@@ -316,7 +316,7 @@ def test_ddp_step_synchronises_gradients(tiny_synth, tmp_path):
     """2 gloo processes, different batches: different local gradients, equal weights after
     one step of train_one_epoch (DDP averaged the gradients)."""
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    script = Path(__file__).parent / "support" / "ddp_step.py"
+    script = Path(__file__).resolve().parents[1] / "support" / "ddp_step.py"
     command = [torchrun, "--standalone", "--nproc_per_node", "2", str(script),
                str(tiny_synth / "train_config.yaml"), str(tmp_path)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

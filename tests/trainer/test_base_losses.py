@@ -1,5 +1,5 @@
 """L_base parts (Moment-DETR / QD-DETR) on hand-computed inputs, with the originals'
-normalisations (tests/test_parity_losses.py runs the originals' SetCriterion itself)."""
+normalisations (tests/trainer/test_parity_losses.py runs the originals' SetCriterion itself)."""
 
 from __future__ import annotations
 

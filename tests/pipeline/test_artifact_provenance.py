@@ -22,7 +22,7 @@ from negforge.artifacts import (
 )
 from tests.support.negative_rows import rows_x
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from negforge.reporting.sources import NegativesSource
 from tests.support.negative_rows import dictionary_index, rows_x, rows_y
 from tests.support.png import assert_valid_png
 
-ARTIFACT_DIR = Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts"
+ARTIFACT_DIR = Path(__file__).resolve().parents[2] / "outputs" / "test-artifacts"
 WINDOW = (1400, 2400)
 
 PROBE = """<script>

@@ -69,7 +69,7 @@ def masked_strings(tokens, ratios=CG, exclude=frozenset()):
 
 
 # Clause 1 (parse the whole query) lives in negforge.nlp and is exercised by the shared-data
-# test (tests/test_released_masks.py); everything below starts from the parsed tokens.
+# test (tests/pipeline/test_released_masks.py); everything below starts from the parsed tokens.
 
 
 def test_clause2_person_is_a_subject_anywhere_and_nsubj_unless_adjective():

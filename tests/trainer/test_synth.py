@@ -20,7 +20,7 @@ from negforge.trainer.synth import SynthConfig, generate
 from negforge.trainer.synth_world import World, words_of
 
 ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
