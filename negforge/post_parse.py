@@ -8,9 +8,9 @@ dependency label -- except where a multi-token attribute-ruler pattern (``gon na
 it has not seen yet (all new ones of a batch in one small Doc) and over the few adjacent
 tokens a multi-token pattern could cover, and memoises the results. The token tuples equal
 those of the full pipeline (``tests/pipeline/test_nlp.py``);
-``benchmarks/bench_pipeline.py`` measures what it saves. A pipeline whose components are not token-local (a morphologizer, a trainable
-lemmatizer, ruler patterns with other keys) is left alone: :attr:`PostParse.enabled` is
-False and every component runs.
+``benchmarks/bench_pipeline.py`` measures what it saves. A pipeline whose components are
+not token-local (a morphologizer, a trainable lemmatizer, ruler patterns with other keys) is
+left alone: :attr:`PostParse.enabled` is False and every component runs.
 
 spaCy is imported inside the functions here, never at module import time.
 """
