@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from negforge.cli import main
+from tests.support.cli import run_cli
 
 GOOD = {"qid": "AAAAA_train_0", "query": "person opens a door.", "duration": 20.0,
         "vid": "AAAAA", "relevant_windows": [[1.0, 5.0]]}
@@ -24,18 +24,6 @@ def jsonl(path, *rows):
     lines = [r if isinstance(r, bytes) else json.dumps(r).encode() for r in rows]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run ``negforge ARGS`` in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["negforge", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def second(**changes):
