@@ -67,7 +67,7 @@ def worker(mode: str, source: Path, preset: str, model: str | None) -> dict[str,
 
     pa.array([0])
     load_s = time.perf_counter() - started
-    gc.disable()  # as negforge's stages do (negforge.nlp.gc_paused)
+    gc.disable()  # as negforge's stages do (negforge.gc_settings.gc_paused)
     if mode in ("raw", "raw+rules"):
         texts = [r.query for r in read_queries(source, on_error="skip").records]
         nlp = pipeline.nlp

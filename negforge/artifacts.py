@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError
 
 from negforge import __version__
 from negforge.atomic import AtomicFiles, atomic_files
@@ -116,6 +116,10 @@ class GeneratedLevel(GeneratedFields):
     """The generated fields of one level of a query, as a generation run makes and journals them."""
 
     level: int = Field(ge=1)
+
+
+#: A query's generated levels as one value (journal lines are written and read with it).
+GENERATED_LEVELS: TypeAdapter[list[GeneratedLevel]] = TypeAdapter(list[GeneratedLevel])
 
 
 class NegativeRow(GeneratedFields, MaskedLevel):

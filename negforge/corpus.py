@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from negforge.nlp import ParsedCorpus, Token, gc_paused, parse_queries
+from negforge.gc_settings import gc_paused
+from negforge.nlp import ParsedCorpus, Token, parse_queries
 from negforge.readers import ReadResult, empty_input_error, read_queries
 from negforge.records import QueryRecord
 

@@ -232,7 +232,7 @@ def build_dictionary(
     """
     from negforge.atomic import atomic_files, check_output
     from negforge.corpus import CorpusStore
-    from negforge.nlp import gc_paused
+    from negforge.gc_settings import gc_paused
     from negforge.readers import ReadResult, report_path
 
     if not inputs:

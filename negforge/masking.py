@@ -369,7 +369,7 @@ def mask_file(
     already read and parsed (see :mod:`negforge.corpus`)."""
     from negforge.atomic import atomic_files, check_output
     from negforge.corpus import CorpusStore
-    from negforge.nlp import gc_paused
+    from negforge.gc_settings import gc_paused
     from negforge.readers import report_path
 
     chosen = resolve_ratios(preset, ratios)

@@ -26,12 +26,11 @@ spaCy is imported inside the functions here, never at module import time.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import marshal
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,23 +97,6 @@ class ParsedCorpus:
     model: ModelInfo
     cache_hit: bool
     cache_path: Path | None
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector around allocation-heavy batch work.
-
-    Parsing and masking create millions of short-lived tuples and lists; with the collector
-    on, its full passes over every live object (the spaCy model included) cost about as much
-    as the work itself. Reference counting still frees everything; cycles wait until the end.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def default_cache_dir() -> Path:

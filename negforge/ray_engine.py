@@ -99,7 +99,8 @@ class RayOptions:
 
 
 def _parse_records(records: Sequence[Any], spacy_model: str | None, cache_dir: str) -> Any:
-    from negforge.nlp import gc_paused, parse_queries
+    from negforge.gc_settings import gc_paused
+    from negforge.nlp import parse_queries
 
     with gc_paused():
         return parse_queries([r.query for r in records], spacy_model, cache_dir=cache_dir)
@@ -150,8 +151,8 @@ def _mask_shard(batch: dict[str, Any], *, shard_refs: list[Any], shards: list[Sh
 
     from negforge.artifacts import Provenance, write_artifact
     from negforge.datasets import part_name
+    from negforge.gc_settings import gc_paused
     from negforge.masking import mask_table
-    from negforge.nlp import gc_paused
 
     out: dict[str, list[Any]] = {"shard": [], "rows": [], "unmaskable": [], "model": []}
     for index in batch["shard"]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from negforge.artifacts import GeneratedLevel, MaskedLevel
+from negforge.artifacts import GENERATED_LEVELS, GeneratedLevel, MaskedLevel
 from negforge.generation.answers import parse_answer
 from negforge.generation.cache import CachedAnswer, ResponseCache, cache_key
 from negforge.generation.client import (
@@ -116,7 +116,7 @@ class QueryOutcome:
         """What the journal keeps of a finished query."""
         return {
             "qid": self.qid,
-            "rows": [row.model_dump() for row in self.rows],
+            "rows": GENERATED_LEVELS.dump_python(self.rows),
             "calls": self.calls,
             "cache_hits": self.cache_hits,
             "retries": self.retries,

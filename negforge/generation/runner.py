@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from negforge.artifacts import (
     ARROW_SCHEMAS,
+    GENERATED_LEVELS,
     SCHEMA_VERSIONS,
     GeneratedFields,
     GeneratedLevel,
@@ -37,6 +38,7 @@ from negforge.artifacts import (
     write_artifact,
 )
 from negforge.errors import ConfigError, InputError, NegforgeError
+from negforge.gc_settings import gc_paused, inputs_frozen
 from negforge.generation.accounting import GenerationSummary, price_model, summarise_run
 from negforge.generation.cache import BatchedWriteCache, ResponseCache
 from negforge.generation.client import BackendSpec, make_client, resolve_backend
@@ -70,7 +72,6 @@ Filler = RandomFiller | LLMFiller
 
 #: The fields a generation run adds to a masked row (NegativeRow minus MaskedLevel).
 GENERATED_FIELDS: tuple[str, ...] = tuple(GeneratedFields.model_fields)
-_GENERATED_LEVELS: TypeAdapter[list[GeneratedLevel]] = TypeAdapter(list[GeneratedLevel])
 
 
 def _template_for(config: GenerateConfig) -> PromptTemplate | None:
@@ -106,7 +107,7 @@ def _journalled_rows(entries: dict[str, dict[str, Any]]) -> dict[str, list[Gener
     out: dict[str, list[GeneratedLevel]] = {}
     for qid, entry in entries.items():
         with contextlib.suppress(ValidationError):
-            out[qid] = _GENERATED_LEVELS.validate_python(entry.get("rows"))
+            out[qid] = GENERATED_LEVELS.validate_python(entry.get("rows"))
     return out
 
 
@@ -123,7 +124,7 @@ def _finished_rows_of_output(
         table, _ = read_artifact(output_path, "negatives")
         generated = ["level", *GENERATED_FIELDS]
         by_qid = {
-            query.qid: _GENERATED_LEVELS.validate_python(
+            query.qid: GENERATED_LEVELS.validate_python(
                 [{name: row[name] for name in generated} for row in query.rows]
             )
             for query in by_query(table.select(["qid", *generated]).to_pylist())
@@ -253,7 +254,8 @@ def generate_negatives(
     check_output(output_path, inputs=[masked_path, dictionary_path])
     check_output(journal_path_for(output_path), inputs=[masked_path, dictionary_path],
                  what="run journal")  # fmt: skip
-    masked_input = read_masked(masked_path)
+    with gc_paused():  # tens of thousands of rows: acyclic, freed by reference counting
+        masked_input = read_masked(masked_path)
     jobs, masked_provenance = masked_input.jobs, masked_input.provenance
     if not jobs and not allow_empty:
         raise empty_input_error(masked_path)
@@ -298,7 +300,7 @@ def generate_negatives(
     outcomes: list[QueryOutcome] = []
     batch_summary: dict[str, Any] | None = None  # --batch: cost and what the Batch API did
     try:
-        with RunProgress(len(jobs), quiet=config.quiet) as progress:
+        with inputs_frozen(), RunProgress(len(jobs), quiet=config.quiet) as progress:
             for _ in range(len(finished)):
                 progress.advance()
 

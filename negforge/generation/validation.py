@@ -19,9 +19,8 @@ Reason codes (:data:`REASON_CODES`) name each failed check. ``not_in_dictionary`
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
-
-from pydantic import BaseModel
 
 from negforge.artifacts import MaskedLevel
 from negforge.template import MASK, extract_fills, render_filled
@@ -66,8 +65,10 @@ class WordDictionary(Protocol):
         ...
 
 
-class ValidationResult(BaseModel):
-    """The verdict on one level's negative."""
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """The verdict on one level's negative (an in-memory verdict, never stored as such:
+    a plain dataclass, as the filler makes several per query on the event loop)."""
 
     valid: bool
     reasons: list[str]
@@ -110,7 +111,14 @@ def _fill_reasons(
             found.add(COPIED_ORIGINAL)
         if dictionary is not None and not dictionary.contains(word_type, lowered):
             found.add(WRONG_TYPE if dictionary.types_of(lowered) else NOT_IN_DICTIONARY)
-    return [code for code in REASON_CODES if code in found]
+    return _ordered(found)
+
+
+def _ordered(codes: Collection[str]) -> list[str]:
+    """``codes`` without repeats, in :data:`REASON_CODES` order."""
+    if not codes:
+        return []
+    return [code for code in REASON_CODES if code in codes]
 
 
 def _comparable(text: str) -> str:
@@ -147,7 +155,7 @@ def _finish(
             if key in seen:
                 reasons.append(DUPLICATE_LEVEL)
             seen.add(key)
-        ordered = [code for code in REASON_CODES if code in reasons]
+        ordered = _ordered(reasons)
         valid = not any(
             require_dict_words or code not in DICTIONARY_REASONS for code in ordered
         )
@@ -174,10 +182,11 @@ def validate_query(
         reasons = _fill_reasons(
             level, fills, allow_phrases=allow_phrases, dictionary=dictionary
         )
+        stripped = [fill.strip() for fill in fills]
         negative = None
         if WRONG_FILL_COUNT not in reasons:
-            negative = render_negative(level, [fill.strip() for fill in fills])
-        partial.append((reasons, [fill.strip() for fill in fills], negative))
+            negative = render_negative(level, stripped)
+        partial.append((reasons, stripped, negative))
     return _finish(levels, partial, require_dict_words)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 from negforge.generation.config import GenerateConfig
@@ -81,7 +82,7 @@ class PlausibilityGate:
             self.rejected += 1
             old = results[index]
             reasons = [code for code in REASON_CODES if code in {*old.reasons, IMPLAUSIBLE}]
-            checked[index] = old.model_copy(update={"valid": False, "reasons": reasons})
+            checked[index] = dataclasses.replace(old, valid=False, reasons=reasons)
         return checked
 
 
