@@ -3,14 +3,21 @@
 1. Masks the 8,281 Charades-CG training queries (``../shared``) with ``negforge build-dict``
    and ``negforge mask --preset charades_cg`` (kept in ``--work-dir`` for later runs).
 2. Starts the fake OpenAI server (``tests/support/fake_openai.py``) as a separate process.
-3. In this process, against that server, alternating over ``--repeat`` rounds: a bare
-   ``openai.AsyncOpenAI`` loop over the very same request bodies (rendered by negforge
-   beforehand) on negforge's own request path (``client.post(..., cast_to=bytes)``, the body
-   decoded and the answer text JSON-decoded, ``--concurrency`` workers), and negforge's
-   ``generate_negatives`` with an empty cache (prompt rendering, cache, validation, journal,
-   accounting included). The bare loop and negforge take turns starting each round. Prints
-   every wall with the load average, and the ratio of the best walls and of the medians
-   (target >= 0.95), next to the bound ``rows x delay / concurrency``.
+3. In this process, against that server, over ``--repeat`` rounds (each side starting a round
+   in turn), three sides on the very same request bodies (rendered by negforge beforehand),
+   ``--concurrency`` workers each:
+
+   * ``bare``: a bare loop on negforge's raw request path without negforge (one aiohttp
+     session, the body encoded as negforge encodes it, the answer body and its text
+     JSON-decoded): the baseline of the target;
+   * ``negforge``: ``generate_negatives`` with an empty cache (reading the masked artifact,
+     prompt rendering, cache, validation, journal, accounting, writing the artifact);
+   * ``sdk``: a bare ``openai.AsyncOpenAI`` loop (``client.post(..., cast_to=bytes)``), the
+     transport negforge used before ``negforge.generation.chat_http``, for reference.
+
+   Prints every wall with the load average and the client's CPU time, and the ratios of the
+   best walls and of the medians (target: negforge >= 0.95 of the bare loop), next to the
+   bound ``rows x delay / concurrency``.
 4. Reruns all queries from the cache as a fresh process (``negforge generate`` to a new
    output, so nothing is resumed from the journal) and prints its wall including start-up
    (target < 10 s); the server must see no request.
@@ -105,8 +112,37 @@ def render_requests(masked: Path, dictionary: Path, config: Any) -> list[dict[st
 
 
 async def bare_loop(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> float:
-    """Send every request with a bare AsyncOpenAI client on negforge's raw request path (a
-    prepared body, the raw response decoded, the answer text JSON-decoded); the wall."""
+    """Send every request on negforge's raw request path without negforge: one aiohttp
+    session, the prepared body encoded as negforge encodes it, the answer body and its text
+    JSON-decoded, ``concurrency`` workers; the wall."""
+    import aiohttp
+
+    from negforge.generation.chat_http import encode_body
+    from negforge.generation.client import completion_from_body
+
+    url = f"{base_url}/chat/completions"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    iterator = iter(requests)
+    answers: list[Any] = []
+    async with aiohttp.ClientSession(headers=headers,
+                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def worker() -> None:
+            for body in iterator:
+                async with session.post(url, data=encode_body(body)) as response:
+                    content = await response.read()
+                answers.append(json.loads(completion_from_body(json.loads(content)).text))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    assert len(answers) == len(requests)
+    return wall
+
+
+async def sdk_loop(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> float:
+    """The same requests through a bare ``openai.AsyncOpenAI`` client's raw path
+    (``client.post(..., cast_to=bytes)``), negforge's transport before ``chat_http``; the
+    wall (for reference: it is not the target's baseline)."""
     import openai
 
     from negforge.generation.client import completion_from_body
@@ -162,11 +198,11 @@ def main() -> None:
         print(f"{n} queries, concurrency {args.concurrency}, server delay "
               f"{args.delay_s * 1000:.0f} ms: bound {bound:.1f} s", flush=True)  # fmt: skip
 
-        def run_bare() -> float:
+        def run_loop(loop: Any) -> float:
             server.reset()
-            wall = asyncio.run(bare_loop(server.base_url, requests, args.concurrency))
+            wall = asyncio.run(loop(server.base_url, requests, args.concurrency))
             assert len(server.requests()) == n
-            return wall
+            return float(wall)
 
         def run_negforge(round_: int) -> float:
             server.reset()
@@ -189,25 +225,38 @@ def main() -> None:
             assert summary.valid_rows == summary.rows, summary.lines()
             return wall
 
-        walls: dict[str, list[float]] = {"bare": [], "negforge": []}
-        cpus: dict[str, list[float]] = {"bare": [], "negforge": []}
+        sides = ["bare", "negforge", "sdk"]
+        walls: dict[str, list[float]] = {side: [] for side in sides}
+        cpus: dict[str, list[float]] = {side: [] for side in sides}
         for round_ in range(args.repeat):
-            order = ["bare", "negforge"] if round_ % 2 == 0 else ["negforge", "bare"]
+            order = sides[round_ % 3:] + sides[:round_ % 3]  # each side starts a round in turn
             for side in order:
                 before, cpu = _load(), time.process_time()
-                wall = run_bare() if side == "bare" else run_negforge(round_)
+                if side == "negforge":
+                    wall = run_negforge(round_)
+                else:
+                    wall = run_loop(bare_loop if side == "bare" else sdk_loop)
                 cpu = time.process_time() - cpu  # this process only (the server is another)
                 walls[side].append(wall)
                 cpus[side].append(cpu)
                 print(f"round {round_ + 1} {side:8s}: {wall:6.1f} s ({wall / bound:.2f}x the "
                       f"bound), client CPU {cpu:5.1f} s = {cpu / n * 1000:.2f} ms/query  "
                       f"load {before} -> {_load()}", flush=True)  # fmt: skip
-        best = min(walls["bare"]) / min(walls["negforge"])
-        median = statistics.median(walls["bare"]) / statistics.median(walls["negforge"])
-        cpu_ratio = statistics.median(cpus["bare"]) / statistics.median(cpus["negforge"])
-        print(f"negforge / bare throughput over {args.repeat} alternating rounds: best {best:.2f}, "
+
+        def ratios(baseline: str) -> tuple[float, float, float]:
+            best = min(walls[baseline]) / min(walls["negforge"])
+            median = statistics.median(walls[baseline]) / statistics.median(walls["negforge"])
+            cpu = statistics.median(cpus[baseline]) / statistics.median(cpus["negforge"])
+            return best, median, cpu
+
+        best, median, cpu_ratio = ratios("bare")
+        print(f"negforge / bare loop throughput over {args.repeat} rounds: best {best:.2f}, "
               f"median {median:.2f} (target >= 0.95) {'OK' if best >= 0.95 else 'BELOW TARGET'}; "
               f"client CPU per query, bare / negforge (medians): {cpu_ratio:.2f}",
+              flush=True)  # fmt: skip
+        best, median, cpu_ratio = ratios("sdk")
+        print(f"negforge / bare AsyncOpenAI loop throughput: best {best:.2f}, median "
+              f"{median:.2f}; client CPU per query, AsyncOpenAI / negforge: {cpu_ratio:.2f}",
               flush=True)  # fmt: skip
         cache_dir = run_dir / f"cache_{args.repeat - 1}"
 

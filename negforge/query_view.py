@@ -66,13 +66,18 @@ def level_of(row: LevelRow | Mapping[str, Any]) -> int:
 
 def by_query(rows: Iterable[RowT]) -> list[QueryRows[RowT]]:
     """The rows grouped per qid, queries in order of first appearance, levels ascending."""
-    groups: dict[str, tuple[list[RowT], list[int]]] = {}
-    for index, row in enumerate(rows):
-        members, indices = groups.setdefault(qid_of(row), ([], []))
-        members.append(row)
-        indices.append(index)
+    rows = list(rows)
+    if rows and not isinstance(rows[0], Mapping):  # row models: plain attribute reads
+        qids = [row.qid for row in rows]  # type: ignore[union-attr]
+        levels = [row.level for row in rows]  # type: ignore[union-attr]
+    else:
+        qids = [qid_of(row) for row in rows]
+        levels = [level_of(row) for row in rows]
+    groups: dict[str, list[int]] = {}
+    for index, qid in enumerate(qids):
+        groups.setdefault(qid, []).append(index)
     out: list[QueryRows[RowT]] = []
-    for qid, (members, indices) in groups.items():
-        order = sorted(range(len(members)), key=lambda i: level_of(members[i]))
-        out.append(QueryRows(qid, [members[i] for i in order], [indices[i] for i in order]))
+    for qid, indices in groups.items():
+        ordered = sorted(indices, key=levels.__getitem__)  # stable: a repeated level keeps order
+        out.append(QueryRows(qid, [rows[i] for i in ordered], ordered))
     return out

@@ -1,10 +1,12 @@
 """One client layer for every chat backend.
 
 OpenAI-compatible backends (``gpt-*`` and other OpenAI models, ``openai/<name>``, ``local``,
-anything with ``api_base``) go through one shared :class:`openai.AsyncOpenAI` client: it is
-much cheaper per request than litellm's wrapper, which matters at high concurrency. All
-other providers (``gemini/``, ``ollama/``, ...) go through ``litellm.acompletion``, imported
-only then. Both sit behind :class:`ChatClient`; ``client="litellm"`` forces litellm for all.
+anything with ``api_base``) go through negforge's own chat-completions client over one
+aiohttp session (:mod:`negforge.generation.chat_http`): per request it costs a fraction of
+the OpenAI SDK's client CPU, and far less than litellm's wrapper, which decides throughput
+at high concurrency. All other providers (``gemini/``, ``ollama/``, ...) go through
+``litellm.acompletion``, imported only then. Both sit behind :class:`ChatClient`;
+``client="litellm"`` forces litellm for all.
 
 Keys come from the provider's usual environment variable (``OPENAI_API_KEY``,
 ``GEMINI_API_KEY``, ...) and are never stored: errors are scrubbed
@@ -201,36 +203,6 @@ def chat_request_body(
     return body
 
 
-class OpenAIChatClient:
-    """The shared ``openai.AsyncOpenAI`` client (no retries of its own: see retry.py)."""
-
-    def __init__(self, spec: BackendSpec, *, timeout_s: float) -> None:
-        import openai
-
-        # The SDK's default pool (1000 connections, 100 kept alive) covers any concurrency.
-        self._client = openai.AsyncOpenAI(
-            api_key=openai_api_key(spec), base_url=spec.api_base, max_retries=0,
-            timeout=timeout_s,
-        )  # fmt: skip
-        self._model = spec.wire_model
-
-    async def complete(
-        self,
-        messages: Sequence[Mapping[str, str]],
-        response_format: Mapping[str, Any] | None,
-        params: SamplingParams,
-    ) -> Completion:
-        body = chat_request_body(self._model, messages, response_format, params)
-        # ``client.post`` is the SDK's documented way to send a prepared body: it skips the
-        # typed-parameter transform and the response models of ``chat.completions.create``,
-        # which cost about as much CPU per request as everything else negforge does.
-        content = await self._client.post("/chat/completions", body=body, cast_to=bytes)
-        return completion_from_body(json.loads(content))
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-
 def completion_from_body(body: Any) -> Completion:
     """Text and usage of a chat-completions response body (raises on a malformed one)."""
     try:
@@ -344,5 +316,7 @@ def make_client(spec: BackendSpec, config: GenerateConfig) -> ChatClient:
     """The client for a resolved backend (created lazily; the key is checked now)."""
     check_credentials(spec)  # fail before any work when the key is missing
     if spec.transport == "openai":
-        return LazyChatClient(lambda: OpenAIChatClient(spec, timeout_s=config.timeout_s))
+        from negforge.generation.chat_http import HttpChatClient
+
+        return LazyChatClient(lambda: HttpChatClient(spec, timeout_s=config.timeout_s))
     return LazyChatClient(lambda: LiteLLMChatClient(spec, timeout_s=config.timeout_s))

@@ -81,8 +81,9 @@ class GenerateConfig(BaseModel):
     api_base: str | None = Field(default=None, description="OpenAI-compatible server URL")
     client: ClientKind = Field(
         default="auto",
-        description="auto: OpenAI-compatible backends use the openai client directly, "
-        "others litellm; 'litellm' forces litellm for every backend",
+        description="auto: OpenAI-compatible backends use negforge's own chat-completions "
+        "client (the OpenAI protocol over aiohttp), others litellm; 'openai': that client, "
+        "refusing other backends; 'litellm' forces litellm for every backend",
     )
     dict_sample: int = Field(
         default=40, ge=1, description="dictionary words per type shown in a prompt (local: 15)"

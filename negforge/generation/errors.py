@@ -176,6 +176,32 @@ _CREDENTIALS_PROBLEM = re.compile(
 )
 
 
+def classify_status(
+    status: int, name: str, detail: str, retry_after: float | None = None
+) -> BackendCallError:
+    """An HTTP error answer (``status`` >= 400) as a retryable or fatal call error: 408, 409,
+    425, 429 and 5xx are retried (after ``retry_after`` seconds when the server said), a
+    missing or wrong key and every other 4xx stop the run. ``name`` names the error kind in
+    the message (the SDK's exception class, or the HTTP reason)."""
+    if _CREDENTIALS_PROBLEM.search(detail):  # litellm reports a missing key as a 500
+        return FatalCallError(
+            f"HTTP {status} ({name}), authentication failed: check the API key "
+            f"environment variable: {detail}",
+            status=status,
+        )
+    if status in _RETRYABLE_STATUS or status >= 500:
+        return RetryableCallError(
+            f"HTTP {status} ({name}): {detail}", status=status, retry_after=retry_after
+        )
+    hint = {
+        401: "authentication failed: check the API key environment variable",
+        403: "permission denied: the key may not have access to this model",
+        404: "not found: check the model name and --api-base",
+        400: "the backend rejected the request",
+    }.get(status, "the backend rejected the request")
+    return FatalCallError(f"HTTP {status} ({name}), {hint}: {detail}", status=status)
+
+
 def classify_exception(exc: BaseException) -> BackendCallError:
     """Map an openai / litellm / httpx exception onto a retryable or fatal call error."""
     import openai
@@ -196,26 +222,7 @@ def classify_exception(exc: BaseException) -> BackendCallError:
         isinstance(status, int) and isinstance(exc, openai.APIError) and status >= 400
     ):
         status = int(status) if isinstance(status, int) else 500
-        detail = _status_detail(exc)
-        if _CREDENTIALS_PROBLEM.search(detail):  # litellm reports a missing key as a 500
-            return FatalCallError(
-                f"HTTP {status} ({name}), authentication failed: check the API key "
-                f"environment variable: {detail}",
-                status=status,
-            )
-        if status in _RETRYABLE_STATUS or status >= 500:
-            return RetryableCallError(
-                f"HTTP {status} ({name}): {detail}",
-                status=status,
-                retry_after=_retry_after_of(exc),
-            )
-        hint = {
-            401: "authentication failed: check the API key environment variable",
-            403: "permission denied: the key may not have access to this model",
-            404: "not found: check the model name and --api-base",
-            400: "the backend rejected the request",
-        }.get(status, "the backend rejected the request")
-        return FatalCallError(f"HTTP {status} ({name}), {hint}: {detail}", status=status)
+        return classify_status(status, name, _status_detail(exc), _retry_after_of(exc))
     if isinstance(exc, (openai.APIConnectionError, *transport_errors)):
         return RetryableCallError(f"{name}: {exc or 'connection failed or timed out'}")
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
+
 from negforge.errors import OutputError, describe_os_error
 
 JOURNAL_FORMAT = 1
@@ -153,8 +155,7 @@ class RunJournal:
             raise RuntimeError("the journal is closed")
         if self._syncer is not None and self._syncer.error is not None:
             raise _journal_error(self.path, self._syncer.error)
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
-        data = memoryview(line.encode())
+        data = memoryview(pydantic_core.to_json(entry) + b"\n")  # compact UTF-8 JSON
         try:
             while data:
                 data = data[os.write(self._fd, data) :]

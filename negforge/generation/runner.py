@@ -367,13 +367,14 @@ def generate_negatives(
             "--on-failed random|drop to write the artifact with the failed rows flagged",
         ))  # fmt: skip
 
-    by_qid = {outcome.qid: outcome.rows for outcome in outcomes}
-    by_qid.update(finished)
-    generated_rows: list[GeneratedLevel] = []
-    for job in jobs:
-        generated = {row.level: row for row in by_qid[job.qid]}
-        generated_rows.extend(generated[level.level] for level in job.levels)
-    table = _negatives_table(masked_input.table, jobs, generated_rows)
+    with gc_paused():  # tens of thousands of output rows: acyclic, as the input
+        by_qid = {outcome.qid: outcome.rows for outcome in outcomes}
+        by_qid.update(finished)
+        generated_rows: list[GeneratedLevel] = []
+        for job in jobs:
+            generated = {row.level: row for row in by_qid[job.qid]}
+            generated_rows.extend(generated[level.level] for level in job.levels)
+        table = _negatives_table(masked_input.table, jobs, generated_rows)
 
     meta_backend = "random" if spec is None else spec.provider
     meta_model = "random" if spec is None else spec.model
@@ -382,19 +383,20 @@ def generate_negatives(
         from negforge.generation.rank_fill import RANK_VERSION
 
         prompt_label = RANK_VERSION
-    summary = summarise_run(
-        config=config,
-        meta_backend=meta_backend,
-        meta_model=meta_model,
-        prompt_label=prompt_label,
-        all_rows=generated_rows,
-        queries=len(jobs),
-        resumed=len(finished),
-        outcomes=outcomes,
-        wall_s=time.perf_counter() - started,
-        price_model=price_model(spec),
-        cache_failure=cache.failure if cache is not None else None,
-    )
+    with gc_paused():
+        summary = summarise_run(
+            config=config,
+            meta_backend=meta_backend,
+            meta_model=meta_model,
+            prompt_label=prompt_label,
+            all_rows=generated_rows,
+            queries=len(jobs),
+            resumed=len(finished),
+            outcomes=outcomes,
+            wall_s=time.perf_counter() - started,
+            price_model=price_model(spec),
+            cache_failure=cache.failure if cache is not None else None,
+        )
     if batch_summary is not None:
         summary = summary.model_copy(update=batch_summary)
     provenance = Provenance(
@@ -436,11 +438,15 @@ def _negatives_table(
     masked: pa.Table, jobs: Sequence[QueryJob], generated_rows: Sequence[GeneratedLevel]
 ) -> pa.Table:
     """The masked rows of the jobs (in job and level order) plus the generated columns."""
-    indices = pa.array([index for job in jobs for index in job.row_indices], type=pa.int64())
-    base = masked.select([field.name for field in ARROW_SCHEMAS["masked"]]).take(indices)
+    order = [index for job in jobs for index in job.row_indices]
+    base = masked.select([field.name for field in ARROW_SCHEMAS["masked"]])
+    if order != list(range(masked.num_rows)):  # usually the file's own order: nothing to take
+        base = base.take(pa.array(order, type=pa.int64()))
     schema = ARROW_SCHEMAS["negatives"]
+    fields = [vars(row) for row in generated_rows]  # a model's field values (12x faster
+    # than getattr on 12 fields x tens of thousands of pydantic rows)
     generated = [
-        pa.array([getattr(row, name) for row in generated_rows], type=schema.field(name).type)
+        pa.array([row[name] for row in fields], type=schema.field(name).type)
         for name in GENERATED_FIELDS
     ]
     return pa.Table.from_arrays([*base.columns, *generated], schema=schema)
