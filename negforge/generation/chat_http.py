@@ -20,6 +20,7 @@ retries are :mod:`negforge.generation.retry`'s, never the transport's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -77,6 +78,21 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
     return pydantic_core.to_json(body)
 
 
+def split_user_info(url: str) -> tuple[str, str | None]:
+    """``url`` without its user-info, and the ``Basic`` authorization made of it (None when
+    the URL has none). The OpenAI SDK's httpx client authenticates such a URL the same way."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), \
+        f"Basic {token}"  # fmt: skip
+
+
 def proxy_for(url: str) -> str | None:
     """The proxy the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, minus
     ``NO_PROXY``) names for ``url``, or None: looked up once per client, not per request as
@@ -111,8 +127,10 @@ class HttpChatClient:
     inside the running event loop), no retries of its own."""
 
     def __init__(self, spec: BackendSpec, *, timeout_s: float) -> None:
-        self._url = f"{base_url_for(spec)}/chat/completions"
+        self._url, basic = split_user_info(f"{base_url_for(spec)}/chat/completions")
         self._headers = request_headers(spec)  # checks the key now
+        if basic is not None:  # user-info in the URL: Basic auth in place of the key, as httpx
+            self._headers["Authorization"] = basic
         self._model = spec.wire_model
         self._timeout_s = timeout_s
         self._proxy = proxy_for(self._url)
@@ -149,9 +167,11 @@ class HttpChatClient:
             raise RetryableCallError(
                 f"timed out after {self._timeout_s:g} s (--timeout-s)"
             ) from exc
-        except aiohttp.ClientError as exc:  # refused, reset, dropped mid-answer, bad headers
-            raise RetryableCallError(f"{type(exc).__name__}: {exc or 'connection failed'}") \
-                from exc  # fmt: skip
+        except aiohttp.ClientConnectionError as exc:  # refused, reset, closed mid-answer
+            raise RetryableCallError(f"Connection failed ({type(exc).__name__}): "
+                                     f"{exc or 'no answer'}") from exc  # fmt: skip
+        except aiohttp.ClientError as exc:  # a broken answer (payload, headers)
+            raise RetryableCallError(f"{type(exc).__name__}: {exc}") from exc
         if status >= 400:
             raise classify_status(status, reason or f"HTTP {status}", error_detail(content),
                                   parse_retry_after(headers))  # fmt: skip

@@ -197,3 +197,35 @@ def test_cache_key_covers_everything_that_is_sent(tmp_path):
                                              output_tokens=3)  # fmt: skip
     assert len(reopened) == 1
     reopened.close()
+
+
+def test_batched_cache_answers_misses_from_its_key_snapshot(tmp_path, monkeypatch):
+    from negforge.generation import cache as cache_module
+    from negforge.generation.cache import BatchedWriteCache
+
+    folder = tmp_path / "cache"
+    earlier = ResponseCache(folder)
+    earlier.set("a", CachedAnswer(text="A"))
+    earlier.close()
+    cache = BatchedWriteCache(folder, batch=2)
+    reads: list[str] = []
+    sql_get = ResponseCache.get
+    monkeypatch.setattr(ResponseCache, "get",
+                        lambda self, key: reads.append(key) or sql_get(self, key))  # fmt: skip
+    assert cache.get("a").text == "A" and reads == ["a"]  # in the snapshot: read from SQLite
+    assert cache.get("nope") is None and reads == ["a"]  # not in it: a miss without a read
+    later = ResponseCache(folder)  # another process writes after this cache was opened
+    later.set("b", CachedAnswer(text="B"))
+    later.close()
+    assert cache.get("b") is None  # asked again, never a wrong answer
+    cache.set("c", CachedAnswer(text="C"))
+    assert cache.get("c").text == "C" and reads == ["a"]  # queued: answered from memory
+    cache.set("d", CachedAnswer(text="D"))  # the batch is full: committed
+    assert cache.get("c").text == "C" and reads == ["a", "c"]  # now read back from SQLite
+    cache.close()
+
+    monkeypatch.setattr(cache_module, "SNAPSHOT_LIMIT", 2)  # 4 entries: too many to list
+    big = BatchedWriteCache(folder)
+    assert big.get("b").text == "B" and reads[-1] == "b"
+    assert big.get("nope") is None and reads[-1] == "nope"
+    big.close()
