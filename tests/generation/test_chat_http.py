@@ -40,10 +40,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """A loopback server answering ``/v1/chat/completions`` with ``handler``; its base URL."""
+async def serve(handler: Handler, *, method: str = "POST",
+                path: str = "/v1/chat/completions") -> AsyncIterator[str]:  # fmt: skip
+    """A loopback server answering ``path`` with ``handler``; its base URL (``.../v1``)."""
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -218,24 +219,16 @@ def test_requests_go_through_the_environments_proxy_unless_no_proxy_names_the_ho
                     return web.Response(body=await answer.read(), status=answer.status,
                                         content_type=answer.content_type)  # fmt: skip
 
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", proxy)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            try:
-                monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
-                assert proxy_for(f"{base_url}/chat/completions") == f"http://127.0.0.1:{port}"
+            async with serve(proxy, method="*", path="/{tail:.*}") as proxy_base:
+                proxy_url = proxy_base.removesuffix("/v1")
+                monkeypatch.setenv("HTTP_PROXY", proxy_url)
+                assert proxy_for(f"{base_url}/chat/completions") == proxy_url
                 await via_negforge(base_url)
                 assert relayed == [f"{base_url}/chat/completions"]
                 monkeypatch.setenv("NO_PROXY", "127.0.0.1")
                 assert proxy_for(f"{base_url}/chat/completions") is None
                 await via_negforge(base_url)
                 assert len(relayed) == 1  # straight to the server this time
-            finally:
-                await runner.cleanup()
 
     asyncio.run(main())
 
