@@ -15,9 +15,10 @@
    * ``sdk``: a bare ``openai.AsyncOpenAI`` loop (``client.post(..., cast_to=bytes)``), the
      transport negforge used before ``negforge.generation.chat_http``, for reference.
 
-   Prints every wall with the load average and the client's CPU time, and the ratios of the
-   best walls and of the medians (target: negforge >= 0.95 of the bare loop), next to the
-   bound ``rows x delay / concurrency``.
+   Prints every wall with the load average, the client's CPU time and the request phase as
+   the server saw it (first arrival to last answer), and the ratios of the best walls and of
+   the medians (target: negforge >= 0.95 of the bare loop), next to the bound
+   ``rows x delay / concurrency``; then the same ratios of the request phases alone.
 4. Reruns all queries from the cache as a fresh process (``negforge generate`` to a new
    output, so nothing is resumed from the journal) and prints its wall including start-up
    (target < 10 s); the server must see no request.
@@ -198,6 +199,14 @@ def main() -> None:
         print(f"{n} queries, concurrency {args.concurrency}, server delay "
               f"{args.delay_s * 1000:.0f} ms: bound {bound:.1f} s", flush=True)  # fmt: skip
 
+        spans: dict[str, list[float]] = {"bare": [], "negforge": [], "sdk": []}
+
+        def record_span(side: str) -> None:
+            """The request phase as the server saw it: first arrival to last answer."""
+            seen = server.requests()
+            answered = [r.answered_at for r in seen if r.answered_at is not None]
+            spans[side].append(max(answered) - min(r.received_at for r in seen))
+
         def run_loop(loop: Any) -> float:
             server.reset()
             wall = asyncio.run(loop(server.base_url, requests, args.concurrency))
@@ -239,9 +248,11 @@ def main() -> None:
                 cpu = time.process_time() - cpu  # this process only (the server is another)
                 walls[side].append(wall)
                 cpus[side].append(cpu)
+                record_span(side)
                 print(f"round {round_ + 1} {side:8s}: {wall:6.1f} s ({wall / bound:.2f}x the "
-                      f"bound), client CPU {cpu:5.1f} s = {cpu / n * 1000:.2f} ms/query  "
-                      f"load {before} -> {_load()}", flush=True)  # fmt: skip
+                      f"bound), requests {spans[side][-1]:5.1f} s, client CPU {cpu:5.1f} s = "
+                      f"{cpu / n * 1000:.2f} ms/query  load {before} -> {_load()}",
+                      flush=True)  # fmt: skip
 
         def ratios(baseline: str) -> tuple[float, float, float]:
             best = min(walls[baseline]) / min(walls["negforge"])
@@ -254,6 +265,11 @@ def main() -> None:
               f"median {median:.2f} (target >= 0.95) {'OK' if best >= 0.95 else 'BELOW TARGET'}; "
               f"client CPU per query, bare / negforge (medians): {cpu_ratio:.2f}",
               flush=True)  # fmt: skip
+        span_best = min(spans["bare"]) / min(spans["negforge"])
+        span_median = statistics.median(spans["bare"]) / statistics.median(spans["negforge"])
+        print(f"request phase only (first request to last answer, as the server saw it; "
+              f"negforge's reading and writing of artifacts left out): best {span_best:.2f}, "
+              f"median {span_median:.2f}", flush=True)  # fmt: skip
         best, median, cpu_ratio = ratios("sdk")
         print(f"negforge / bare AsyncOpenAI loop throughput: best {best:.2f}, median "
               f"{median:.2f}; client CPU per query, AsyncOpenAI / negforge: {cpu_ratio:.2f}",
