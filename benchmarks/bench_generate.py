@@ -112,57 +112,58 @@ def render_requests(masked: Path, dictionary: Path, config: Any) -> list[dict[st
             for job in jobs]  # fmt: skip
 
 
-async def bare_loop(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> float:
-    """Send every request on negforge's raw request path without negforge: one aiohttp
-    session, the prepared body encoded as negforge encodes it, the answer body and its text
-    JSON-decoded, ``concurrency`` workers; the wall."""
-    import aiohttp
-
-    from negforge.generation.chat_http import encode_body
+async def drive(send: Any, requests: list[dict[str, Any]], concurrency: int) -> float:
+    """``concurrency`` workers sending every request with ``send(body) -> bytes``, each
+    answer body and its text JSON-decoded as negforge decodes them; the wall."""
     from negforge.generation.client import completion_from_body
 
-    url = f"{base_url}/chat/completions"
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    iterator = iter(requests)
-    answers: list[Any] = []
-    async with aiohttp.ClientSession(headers=headers,
-                                     connector=aiohttp.TCPConnector(limit=0)) as session:
-        async def worker() -> None:
-            for body in iterator:
-                async with session.post(url, data=encode_body(body)) as response:
-                    content = await response.read()
-                answers.append(json.loads(completion_from_body(json.loads(content)).text))
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    assert len(answers) == len(requests)
-    return wall
-
-
-async def sdk_loop(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> float:
-    """The same requests through a bare ``openai.AsyncOpenAI`` client's raw path
-    (``client.post(..., cast_to=bytes)``), negforge's transport before ``chat_http``; the
-    wall (for reference: it is not the target's baseline)."""
-    import openai
-
-    from negforge.generation.client import completion_from_body
-
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, timeout=60)
     iterator = iter(requests)
     answers: list[Any] = []
 
     async def worker() -> None:
         for body in iterator:
-            content = await client.post("/chat/completions", body=body, cast_to=bytes)
+            content = await send(body)
             answers.append(json.loads(completion_from_body(json.loads(content)).text))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - started
-    await client.close()
     assert len(answers) == len(requests)
     return wall
+
+
+async def bare_loop(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> float:
+    """negforge's raw request path without negforge: one aiohttp session, each body encoded
+    as negforge encodes it; the wall."""
+    import aiohttp
+
+    from negforge.generation.chat_http import encode_body
+
+    url = f"{base_url}/chat/completions"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(headers=headers,
+                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def send(body: dict[str, Any]) -> bytes:
+            async with session.post(url, data=encode_body(body)) as response:
+                return await response.read()
+
+        return await drive(send, requests, concurrency)
+
+
+async def sdk_loop(base_url: str, requests: list[dict[str, Any]], concurrency: int) -> float:
+    """A bare ``openai.AsyncOpenAI`` client's raw path (``client.post(..., cast_to=bytes)``),
+    negforge's transport before ``chat_http``, for reference; the wall."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, timeout=60)
+
+    async def send(body: dict[str, Any]) -> bytes:
+        return await client.post("/chat/completions", body=body, cast_to=bytes)
+
+    try:
+        return await drive(send, requests, concurrency)
+    finally:
+        await client.close()
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from negforge.generation.errors import (
     RetryableCallError,
     classify_status,
     parse_retry_after,
+    redact_url,
 )
 
 if TYPE_CHECKING:
@@ -78,19 +79,16 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
     return pydantic_core.to_json(body)
 
 
-def split_user_info(url: str) -> tuple[str, str | None]:
-    """``url`` without its user-info, and the ``Basic`` authorization made of it (None when
-    the URL has none). The OpenAI SDK's httpx client authenticates such a URL the same way."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
+def basic_auth_of(url: str) -> str | None:
+    """The ``Basic`` authorization made of ``url``'s user-info (None when it has none): the
+    OpenAI SDK's httpx client authenticates such a URL the same way."""
+    from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), \
-        f"Basic {token}"  # fmt: skip
+    if parts.username is None and parts.password is None:
+        return None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return f"Basic {base64.b64encode(pair.encode()).decode('ascii')}"
 
 
 def proxy_for(url: str) -> str | None:
@@ -127,8 +125,10 @@ class HttpChatClient:
     inside the running event loop), no retries of its own."""
 
     def __init__(self, spec: BackendSpec, *, timeout_s: float) -> None:
-        self._url, basic = split_user_info(f"{base_url_for(spec)}/chat/completions")
+        url = f"{base_url_for(spec)}/chat/completions"
+        self._url = redact_url(url) or url  # the user-info travels as Basic auth instead
         self._headers = request_headers(spec)  # checks the key now
+        basic = basic_auth_of(url)
         if basic is not None:  # user-info in the URL: Basic auth in place of the key, as httpx
             self._headers["Authorization"] = basic
         self._model = spec.wire_model

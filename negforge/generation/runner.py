@@ -367,6 +367,13 @@ def generate_negatives(
             "--on-failed random|drop to write the artifact with the failed rows flagged",
         ))  # fmt: skip
 
+    meta_backend = "random" if spec is None else spec.provider
+    meta_model = "random" if spec is None else spec.model
+    prompt_label = template.label if template else None
+    if config.rank_fill:  # no prompt: the rows' prompt_version names the fill method
+        from negforge.generation.rank_fill import RANK_VERSION
+
+        prompt_label = RANK_VERSION
     with gc_paused():  # tens of thousands of output rows: acyclic, as the input
         by_qid = {outcome.qid: outcome.rows for outcome in outcomes}
         by_qid.update(finished)
@@ -375,15 +382,6 @@ def generate_negatives(
             generated = {row.level: row for row in by_qid[job.qid]}
             generated_rows.extend(generated[level.level] for level in job.levels)
         table = _negatives_table(masked_input.table, jobs, generated_rows)
-
-    meta_backend = "random" if spec is None else spec.provider
-    meta_model = "random" if spec is None else spec.model
-    prompt_label = template.label if template else None
-    if config.rank_fill:  # no prompt: the rows' prompt_version names the fill method
-        from negforge.generation.rank_fill import RANK_VERSION
-
-        prompt_label = RANK_VERSION
-    with gc_paused():
         summary = summarise_run(
             config=config,
             meta_backend=meta_backend,

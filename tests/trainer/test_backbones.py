@@ -10,18 +10,10 @@ import torch
 from negforge.trainer.backbones import GroundingModel, build_model
 from negforge.trainer.base_losses import build_criterion
 from negforge.trainer.model_config import LossConfig, ModelConfig
+from tests.support.trainer_inputs import single_thread  # noqa: F401 - fixture
 
 BACKBONES = ["moment_detr", "qd_detr"]
 B, L, N, DV, DT = 4, 10, 6, 12, 8
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models run fastest on one thread (and do not fight over a shared CPU)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_config(backbone: str, **overrides) -> ModelConfig:

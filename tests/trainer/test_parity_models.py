@@ -17,6 +17,7 @@ from negforge.trainer.backbones import GroundingModel, build_model
 from negforge.trainer.convert import convert_state_dict, rename_key
 from negforge.trainer.model_config import ModelConfig
 from tests.support.reference import original_args, reference_root, reference_tree
+from tests.support.trainer_inputs import single_thread  # noqa: F401 - fixture
 
 B, L, N, DV, DT = 4, 12, 8, 1026, 512
 TOLERANCE = 1e-5
@@ -25,14 +26,6 @@ TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def root():
     return reference_root()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def build_original(root, tree: str) -> torch.nn.Module:
