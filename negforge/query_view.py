@@ -7,7 +7,7 @@ its rows through :func:`by_query`, as row models or as plain Arrow rows (``to_py
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -64,6 +64,19 @@ def level_of(row: LevelRow | Mapping[str, Any]) -> int:
     return int(row["level"]) if isinstance(row, Mapping) else row.level
 
 
+def group_indices(qids: Sequence[str], levels: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """Row indices grouped per qid, queries in order of first appearance, levels ascending.
+
+    A repeated level keeps its file order (the sort is stable).
+    """
+    groups: dict[str, list[int]] = {}
+    for index, qid in enumerate(qids):
+        groups.setdefault(qid, []).append(index)
+    for indices in groups.values():
+        indices.sort(key=levels.__getitem__)
+    return list(groups.items())
+
+
 def by_query(rows: Iterable[RowT]) -> list[QueryRows[RowT]]:
     """The rows grouped per qid, queries in order of first appearance, levels ascending."""
     rows = list(rows)
@@ -73,11 +86,7 @@ def by_query(rows: Iterable[RowT]) -> list[QueryRows[RowT]]:
     else:
         qids = [qid_of(row) for row in rows]
         levels = [level_of(row) for row in rows]
-    groups: dict[str, list[int]] = {}
-    for index, qid in enumerate(qids):
-        groups.setdefault(qid, []).append(index)
-    out: list[QueryRows[RowT]] = []
-    for qid, indices in groups.items():
-        ordered = sorted(indices, key=levels.__getitem__)  # stable: a repeated level keeps order
-        out.append(QueryRows(qid, [rows[i] for i in ordered], ordered))
-    return out
+    return [
+        QueryRows(qid, [rows[i] for i in indices], indices)
+        for qid, indices in group_indices(qids, levels)
+    ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from negforge.artifacts import GeneratedLevel
     from negforge.generation.client import BackendSpec
     from negforge.generation.config import GenerateConfig
     from negforge.generation.filling import QueryOutcome
@@ -252,54 +252,94 @@ def price_model(spec: BackendSpec | None) -> str | None:
     return spec.model
 
 
+@dataclass
+class RunTally:
+    """What the queries a run generated did, added up as each finishes (:meth:`add`)."""
+
+    queries: int = 0
+    rows: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    reasks: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    fallbacks: int = 0
+    dropped: int = 0
+    invalid_rows: int = 0
+    failed_queries: int = 0
+    failed_rows: int = 0
+    last_error: str | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: QueryOutcome) -> None:
+        """Count one finished query."""
+        self.queries += 1
+        self.rows += len(outcome.rows)
+        self.calls += outcome.calls
+        self.cache_hits += outcome.cache_hits
+        self.retries += outcome.retries
+        self.reasks += outcome.reasks
+        self.input_tokens += outcome.input_tokens
+        self.output_tokens += outcome.output_tokens
+        if outcome.failed:
+            self.failed_queries += 1
+            self.failed_rows += len(outcome.rows)
+            if outcome.error:
+                self.last_error = outcome.error
+        for row in outcome.rows:
+            if row.fallback is not None:
+                self.fallbacks += 1
+            if row.negative is None:
+                self.dropped += 1
+            if not row.valid or row.fallback is not None:
+                self.invalid_rows += 1
+                for code in row.invalid_reasons:
+                    self.reasons[code] = self.reasons.get(code, 0) + 1
+
+
 def summarise_run(
     *,
     config: GenerateConfig,
     meta_backend: str,
     meta_model: str,
     prompt_label: str | None,
-    all_rows: Sequence[GeneratedLevel],
+    rows: int,
+    valid_rows: int,
     queries: int,
     resumed: int,
-    outcomes: Sequence[QueryOutcome],
+    tally: RunTally,
     wall_s: float,
     price_model: str | None,
     cache_failure: str | None = None,
 ) -> GenerationSummary:
-    """The summary of a run from its rows and the outcomes of the queries it generated."""
-    generated_rows = [row for outcome in outcomes for row in outcome.rows]
-    invalid = [row for row in generated_rows if not row.valid or row.fallback is not None]
-    reasons: dict[str, int] = {}
-    for row in invalid:
-        for code in row.invalid_reasons:
-            reasons[code] = reasons.get(code, 0) + 1
-    input_tokens = sum(outcome.input_tokens for outcome in outcomes)
-    output_tokens = sum(outcome.output_tokens for outcome in outcomes)
+    """The summary of a run: ``rows``/``valid_rows`` of its whole output (resumed queries
+    included) and the ``tally`` of the queries it generated."""
     return GenerationSummary(
         backend=meta_backend,
         model=meta_model,
         prompt_version=prompt_label,
         queries=queries,
-        rows=len(all_rows),
+        rows=rows,
         resumed_queries=resumed,
-        generated_queries=len(outcomes),
-        calls=sum(outcome.calls for outcome in outcomes),
-        cache_hits=sum(outcome.cache_hits for outcome in outcomes),
-        retries=sum(outcome.retries for outcome in outcomes),
-        reasks=sum(outcome.reasks for outcome in outcomes),
-        fallbacks=sum(1 for row in generated_rows if row.fallback is not None),
-        dropped=sum(1 for row in generated_rows if row.negative is None),
-        failed_queries=sum(1 for outcome in outcomes if outcome.failed),
-        failed_rows=sum(len(outcome.rows) for outcome in outcomes if outcome.failed),
+        generated_queries=tally.queries,
+        calls=tally.calls,
+        cache_hits=tally.cache_hits,
+        retries=tally.retries,
+        reasks=tally.reasks,
+        fallbacks=tally.fallbacks,
+        dropped=tally.dropped,
+        failed_queries=tally.failed_queries,
+        failed_rows=tally.failed_rows,
         on_failed=config.on_failed,
-        last_error=next((o.error for o in reversed(outcomes) if o.failed and o.error), None),
+        last_error=tally.last_error,
         cache_failure=cache_failure,
-        invalid_rows=len(invalid),
-        invalid_rate=len(invalid) / len(generated_rows) if generated_rows else 0.0,
-        valid_rows=sum(1 for row in all_rows if row.valid),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost_usd(price_model, input_tokens, output_tokens),
+        invalid_rows=tally.invalid_rows,
+        invalid_rate=tally.invalid_rows / tally.rows if tally.rows else 0.0,
+        valid_rows=valid_rows,
+        input_tokens=tally.input_tokens,
+        output_tokens=tally.output_tokens,
+        cost_usd=cost_usd(price_model, tally.input_tokens, tally.output_tokens),
         wall_s=round(wall_s, 3),
-        reasons=reasons,
+        reasons=tally.reasons,
     )

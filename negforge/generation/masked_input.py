@@ -1,21 +1,126 @@
-"""A masked artifact read as generation input: one job per query, every row checked."""
+"""A masked artifact read as generation input: every row checked up front, jobs built on demand.
+
+:func:`read_masked` checks the whole artifact before anything is sent: the schema, then every
+row's fields and consistency on whole Arrow columns (a few milliseconds for tens of thousands
+of rows). Only when that finds a problem are the rows validated one by one (pydantic), to
+name the first bad row and field.
+
+The jobs (:class:`MaskedJobs`) are built from the table a chunk of queries at a time as the
+workers take them, and each is freed when its query is done: the first request goes out
+without waiting for tens of thousands of row models, and a corpus of millions of queries is
+never held in memory as models.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
-from negforge.artifacts import ARROW_SCHEMAS, MaskedLevel, Provenance, read_artifact
+from negforge.artifacts import (
+    ARROW_SCHEMAS,
+    PRIMITIVE_TYPES,
+    MaskedLevel,
+    PrimitiveType,
+    Provenance,
+    read_artifact,
+)
 from negforge.errors import InputError
 from negforge.generation.filling import QueryJob, WordSource
 from negforge.generation.sampling import FrozenDictionary
-from negforge.query_view import by_query
+from negforge.query_view import by_query, group_indices
 
 _MASKED_SCHEMA = ARROW_SCHEMAS["masked"]
+_MASKED_NAMES = [field.name for field in _MASKED_SCHEMA]
 _LEVELS: TypeAdapter[list[MaskedLevel]] = TypeAdapter(list[MaskedLevel])
+
+#: Queries built per step of a :class:`MaskedJobs` iteration: small enough not to stall the
+#: event loop (~3 ms), large enough that the per-step Arrow work is negligible.
+JOB_CHUNK = 128
+
+
+@dataclass(frozen=True)
+class QuerySlot:
+    """Where one query's levels lie in the artifact: its rows, levels ascending."""
+
+    qid: str
+    rows: list[int]
+    levels: list[int]
+
+
+class MaskedJobs(Sequence[QueryJob]):
+    """The generation jobs of a checked masked table, one per query, in file order.
+
+    Jobs are built (validated row models) a chunk at a time while iterating, and not kept:
+    each iteration builds them anew.
+    """
+
+    def __init__(self, table: pa.Table, slots: Sequence[QuerySlot], path: Path) -> None:
+        self.table = table
+        self.slots = list(slots)
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    @overload
+    def __getitem__(self, index: int) -> QueryJob: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> MaskedJobs: ...
+
+    def __getitem__(self, index: int | slice) -> QueryJob | MaskedJobs:
+        if isinstance(index, slice):
+            return MaskedJobs(self.table, self.slots[index], self.path)
+        return self._build([self.slots[index]])[0]
+
+    def __iter__(self) -> Iterator[QueryJob]:
+        for start in range(0, len(self.slots), JOB_CHUNK):
+            yield from self._build(self.slots[start : start + JOB_CHUNK])
+
+    @property
+    def rows(self) -> int:
+        """The number of (query, level) rows of these jobs."""
+        return sum(len(slot.rows) for slot in self.slots)
+
+    def excluding(self, qids: Collection[str]) -> MaskedJobs:
+        """These jobs without the queries in ``qids``."""
+        if not qids:
+            return self
+        return MaskedJobs(self.table, [s for s in self.slots if s.qid not in qids], self.path)
+
+    def first_rows_of_types(self) -> dict[PrimitiveType, tuple[str, int]]:
+        """Each primitive type some mask needs: the first (qid, 1-based row) that needs it."""
+        order = pa.array([row for slot in self.slots for row in slot.rows], type=pa.int64())
+        types = pc.take(self.table.column("types"), order).combine_chunks()
+        flat, parents = types.flatten(), pc.list_parent_indices(types)
+        first: dict[PrimitiveType, tuple[str, int]] = {}
+        for word_type in pc.unique(flat).to_pylist():
+            row = order[parents[pc.index(flat, word_type).as_py()].as_py()].as_py()
+            first[word_type] = (self.table.column("qid")[row].as_py(), row + 1)
+        return first
+
+    def _build(self, slots: Sequence[QuerySlot]) -> list[QueryJob]:
+        rows = [row for slot in slots for row in slot.rows]
+        if not rows:
+            return [QueryJob(qid=slot.qid, levels=[], row_indices=[]) for slot in slots]
+        first = rows[0]
+        if rows == list(range(first, first + len(rows))):  # usually contiguous: no copy
+            part = self.table.slice(first, len(rows))
+        else:
+            part = self.table.take(pa.array(rows, type=pa.int64()))
+        levels = _validated(part.select(_MASKED_NAMES).to_pylist(), self.path, rows)
+        jobs, start = [], 0
+        for slot in slots:
+            end = start + len(slot.rows)
+            jobs.append(QueryJob(qid=slot.qid, levels=levels[start:end], row_indices=slot.rows))
+            start = end
+        return jobs
 
 
 @dataclass
@@ -24,7 +129,7 @@ class MaskedInput:
 
     table: pa.Table
     provenance: Provenance
-    jobs: list[QueryJob]
+    jobs: MaskedJobs
 
 
 def _check_masked_schema(table: pa.Table, path: Path) -> None:
@@ -35,6 +140,19 @@ def _check_masked_schema(table: pa.Table, path: Path) -> None:
         if found != expected.type:
             raise InputError(f"type {found}, expected {expected.type}", path=path,
                              field=expected.name)  # fmt: skip
+
+
+def _validated(
+    rows: list[dict[str, object]], path: Path, lines: Sequence[int]
+) -> list[MaskedLevel]:
+    """The rows as models (one pydantic call); an error names the artifact row and field."""
+    try:
+        return _LEVELS.validate_python(rows)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        index = int(error["loc"][0])
+        field = ".".join(str(part) for part in error["loc"][1:])
+        raise InputError(error["msg"], path=path, line=lines[index] + 1, field=field) from exc
 
 
 def _check_level(level: MaskedLevel, path: Path, line: int) -> None:
@@ -51,35 +169,91 @@ def _check_level(level: MaskedLevel, path: Path, line: int) -> None:
         raise InputError("empty qid", path=path, line=line, field="qid")
 
 
-def read_masked(masked_path: Path) -> MaskedInput:
-    """Read a masked artifact into one job per query (levels ascending), in file order.
+def _check_rows(table: pa.Table, path: Path) -> None:
+    """Row by row: every row validated and checked; raises at the first bad row in file order."""
+    levels = _validated(table.select(_MASKED_NAMES).to_pylist(), path, range(table.num_rows))
+    queries = by_query(levels)
+    repeated = min((i for query in queries for i in query.repeated()), default=None)
+    for index, level in enumerate(levels):
+        _check_level(level, path, index + 1)
+        if index == repeated:
+            raise InputError(f"query {level.qid} has level {level.level} twice",
+                             path=path, line=index + 1, field="level")  # fmt: skip
 
-    Every row is validated (pydantic) and checked for consistency, errors naming row and field.
+
+def _all(mask: pa.Array | pa.ChunkedArray) -> bool:
+    return bool(pc.all(mask).as_py() is not False)  # an empty column passes (all() is None)
+
+
+def _query_slots(table: pa.Table) -> list[QuerySlot]:
+    """Each query's rows (levels ascending), queries in order of first appearance."""
+    levels = table.column("level").to_pylist()
+    groups = group_indices(table.column("qid").to_pylist(), levels)
+    return [QuerySlot(qid, rows, [levels[row] for row in rows]) for qid, rows in groups]
+
+
+def _checked_slots(table: pa.Table) -> list[QuerySlot] | None:
+    """The query slots, when every row passes :func:`_check_rows` (decided on whole columns
+    and the slots); None means only "look row by row"."""
+    if not _columns_pass(table):
+        return None
+    slots = _query_slots(table)
+    if any(len(set(slot.levels)) != len(slot.levels) for slot in slots):
+        return None  # a level repeated within a query
+    return slots
+
+
+def _columns_pass(table: pa.Table) -> bool:
+    """Whether every row's fields pass, decided on whole columns.
+
+    Covers each field's type (the schema is already checked), nulls at every nesting level,
+    finite floats, ``level >= 1``, the primitive-type names, the per-mask list lengths, the
+    masked positions and non-empty qids.
+    """
+    columns = {name: table.column(name).combine_chunks() for name in _MASKED_NAMES}
+    if any(column.null_count for column in columns.values()):
+        return False
+    nested = [columns[name].flatten() for name in _MASKED_NAMES
+              if pa.types.is_list(columns[name].type)]  # fmt: skip
+    windows = columns["relevant_windows"].flatten()
+    if any(values.null_count for values in [*nested, windows.flatten()]):
+        return False
+    masks = pc.list_value_length(columns["masked_positions"])
+    positions = columns["masked_positions"].flatten()
+    token_counts = pc.take(pc.list_value_length(columns["tokens"]),
+                           pc.list_parent_indices(columns["masked_positions"]))  # fmt: skip
+    checks = [
+        pc.is_finite(columns["duration"]),
+        pc.is_finite(windows.flatten()),
+        pc.greater_equal(columns["level"], 1),
+        pc.is_in(columns["types"].flatten(), value_set=pa.array(PRIMITIVE_TYPES)),
+        *(pc.equal(pc.list_value_length(columns[name]), masks)
+          for name in ("original_words", "original_lemmas", "types")),
+        pc.greater_equal(positions, 0),
+        pc.less(positions, token_counts),
+        pc.greater(pc.binary_length(columns["qid"]), 0),
+    ]
+    return all(_all(check) for check in checks)
+
+
+def read_masked(masked_path: Path) -> MaskedInput:
+    """Read and check a masked artifact: one job per query (levels ascending), in file order.
+
+    Every row is checked before this returns (errors name the row and field); the jobs'
+    row models are built when iterated (:class:`MaskedJobs`).
     """
     masked_path = Path(masked_path)
     table, provenance = read_artifact(masked_path, "masked")
     _check_masked_schema(table, masked_path)
-    names = [field.name for field in _MASKED_SCHEMA]
-    rows = table.select(names).to_pylist()
-    try:  # one call for all rows: several times faster than a model_validate per row
-        levels = _LEVELS.validate_python(rows)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        index = int(error["loc"][0])
-        field = ".".join(str(part) for part in error["loc"][1:])
-        raise InputError(error["msg"], path=masked_path, line=index + 1, field=field) from exc
-    queries = by_query(levels)
-    repeated = min((i for query in queries for i in query.repeated()), default=None)
-    for index, level in enumerate(levels):  # rows in file order: the first error is reported
-        _check_level(level, masked_path, index + 1)
-        if index == repeated:
-            raise InputError(f"query {level.qid} has level {level.level} twice",
-                             path=masked_path, line=index + 1, field="level")  # fmt: skip
-    jobs = [QueryJob(qid=q.qid, levels=q.rows, row_indices=q.indices) for q in queries]
-    return MaskedInput(table=table, provenance=provenance, jobs=jobs)
+    slots = _checked_slots(table)
+    if slots is None:
+        _check_rows(table, masked_path)  # names the first bad row and field
+        slots = _query_slots(table)
+    return MaskedInput(table=table, provenance=provenance,
+                       jobs=MaskedJobs(table, slots, masked_path))  # fmt: skip
 
 
-def load_jobs(masked_path: Path) -> tuple[list[QueryJob], Provenance]:
+def load_jobs(masked_path: Path) -> tuple[MaskedJobs, Provenance]:
     """The masked artifact as one job per query (levels ascending), in file order."""
     masked = read_masked(masked_path)
     return masked.jobs, masked.provenance

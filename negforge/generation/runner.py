@@ -20,16 +20,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from pydantic import ValidationError
 
 from negforge.artifacts import (
-    ARROW_SCHEMAS,
     GENERATED_LEVELS,
     SCHEMA_VERSIONS,
-    GeneratedFields,
     GeneratedLevel,
-    PrimitiveType,
     Provenance,
     artifact_sha256,
     read_artifact,
@@ -39,7 +35,12 @@ from negforge.artifacts import (
 )
 from negforge.errors import ConfigError, InputError, NegforgeError
 from negforge.gc_settings import gc_paused, inputs_frozen
-from negforge.generation.accounting import GenerationSummary, price_model, summarise_run
+from negforge.generation.accounting import (
+    GenerationSummary,
+    RunTally,
+    price_model,
+    summarise_run,
+)
 from negforge.generation.cache import BatchedWriteCache, ResponseCache
 from negforge.generation.client import BackendSpec, make_client, resolve_backend
 from negforge.generation.config import GenerateConfig
@@ -53,7 +54,8 @@ from negforge.generation.filling import (
     WordSource,
 )
 from negforge.generation.journal import RunJournal, journal_path_for
-from negforge.generation.masked_input import load_word_source, read_masked
+from negforge.generation.masked_input import MaskedJobs, load_word_source, read_masked
+from negforge.generation.negatives_table import GENERATED_FIELDS, NegativesTable
 from negforge.generation.progress import RunProgress
 from negforge.generation.prompts import PromptTemplate, load_template
 from negforge.generation.ratelimit import RateLimiter
@@ -68,10 +70,6 @@ __all__ = [
 ]
 
 Filler = RandomFiller | LLMFiller
-
-
-#: The fields a generation run adds to a masked row (NegativeRow minus MaskedLevel).
-GENERATED_FIELDS: tuple[str, ...] = tuple(GeneratedFields.model_fields)
 
 
 def _template_for(config: GenerateConfig) -> PromptTemplate | None:
@@ -175,15 +173,10 @@ async def _run_jobs(
 
 
 def _check_dictionary(
-    jobs: Sequence[QueryJob], dictionary: WordSource, dictionary_path: Path, masked_path: Path
+    jobs: MaskedJobs, dictionary: WordSource, dictionary_path: Path, masked_path: Path
 ) -> None:
     """Every type the masks need has a dictionary word (the random fill draws from it)."""
-    needed: dict[PrimitiveType, tuple[str, int]] = {}
-    for job in jobs:
-        for level, row in zip(job.levels, job.row_indices, strict=True):
-            for word_type in level.types:
-                needed.setdefault(word_type, (job.qid, row + 1))
-    for word_type, (qid, row) in needed.items():
+    for word_type, (qid, row) in jobs.first_rows_of_types().items():
         if not dictionary.words(word_type):
             raise InputError(
                 f"the dictionary has no {word_type}, but masks need one (first: query {qid}, "
@@ -273,7 +266,7 @@ def generate_negatives(
     input_hashes = [artifact_sha256(masked_path), sha256_file(dictionary_path)]
     run_key = _run_key(config, spec, template, input_hashes)
 
-    wanted = {job.qid for job in jobs}
+    wanted = {slot.qid for slot in jobs.slots}
     finished: dict[str, list[GeneratedLevel]] = {}
     if config.resume:
         finished.update(_finished_rows_of_output(output_path, run_key))
@@ -289,7 +282,10 @@ def generate_negatives(
         raise
     finished.update(_journalled_rows(journal.entries))
     finished = {qid: rows for qid, rows in finished.items() if qid in wanted}
-    pending = [job for job in jobs if job.qid not in finished]
+    pending = jobs.excluding(finished)
+    output = NegativesTable(jobs)
+    for qid, rows in finished.items():
+        output.put(qid, rows)
     allowed = math.floor(config.max_failed * len(jobs) + 1e-9)
     failed: list[QueryOutcome] = []
 
@@ -297,7 +293,7 @@ def generate_negatives(
         """The run has failed already: start no query, retry no call."""
         return config.on_failed == "error" and len(failed) > allowed
 
-    outcomes: list[QueryOutcome] = []
+    tally = RunTally()  # what the queries of this run did
     batch_summary: dict[str, Any] | None = None  # --batch: cost and what the Batch API did
     try:
         with inputs_frozen(), RunProgress(len(jobs), quiet=config.quiet) as progress:
@@ -313,7 +309,8 @@ def generate_negatives(
                     journal.append(outcome.journal_entry())
                 if outcome.failed:
                     failed.append(outcome)
-                outcomes.append(outcome)
+                tally.add(outcome)
+                output.put(outcome.qid, outcome.rows)
                 progress.advance(
                     cache_hits=outcome.cache_hits, errors=1 if outcome.failed else 0
                 )
@@ -343,7 +340,7 @@ def generate_negatives(
                         asyncio.run(llm_run)
     except FatalCallError as exc:
         journal.keep()
-        done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
+        done = len(finished) + tally.queries - tally.failed_queries
         raise FatalCallError(
             f"generation stopped: {exc}. {_kept(done, journal.path)}; rerun the same command "
             "to continue",
@@ -356,12 +353,12 @@ def generate_negatives(
         if cache is not None:
             cache.close()
 
-    done = len(finished) + sum(1 for outcome in outcomes if not outcome.failed)
+    done = len(finished) + tally.queries - tally.failed_queries
     if doomed():
         journal.keep()
         raise GenerationFailed(_failure_message(
             output=output_path, failed=failed, queries=len(jobs), allowed=allowed,
-            config=config, not_attempted=len(pending) - len(outcomes),
+            config=config, not_attempted=len(pending) - tally.queries,
             kept=f"{_kept(done, journal.path)} and no artifact was written; rerun the same "
             "command to retry the failed queries (finished ones cost nothing), or pass "
             "--on-failed random|drop to write the artifact with the failed rows flagged",
@@ -374,23 +371,18 @@ def generate_negatives(
         from negforge.generation.rank_fill import RANK_VERSION
 
         prompt_label = RANK_VERSION
-    with gc_paused():  # tens of thousands of output rows: acyclic, as the input
-        by_qid = {outcome.qid: outcome.rows for outcome in outcomes}
-        by_qid.update(finished)
-        generated_rows: list[GeneratedLevel] = []
-        for job in jobs:
-            generated = {row.level: row for row in by_qid[job.qid]}
-            generated_rows.extend(generated[level.level] for level in job.levels)
-        table = _negatives_table(masked_input.table, jobs, generated_rows)
+    with gc_paused():  # tens of thousands of output values: acyclic, as the input
+        table = output.table()
         summary = summarise_run(
             config=config,
             meta_backend=meta_backend,
             meta_model=meta_model,
             prompt_label=prompt_label,
-            all_rows=generated_rows,
+            rows=table.num_rows,
+            valid_rows=output.valid_rows,
             queries=len(jobs),
             resumed=len(finished),
-            outcomes=outcomes,
+            tally=tally,
             wall_s=time.perf_counter() - started,
             price_model=price_model(spec),
             cache_failure=cache.failure if cache is not None else None,
@@ -430,24 +422,6 @@ def generate_negatives(
             "rerun the same command to retry them",
         ))  # fmt: skip
     return summary
-
-
-def _negatives_table(
-    masked: pa.Table, jobs: Sequence[QueryJob], generated_rows: Sequence[GeneratedLevel]
-) -> pa.Table:
-    """The masked rows of the jobs (in job and level order) plus the generated columns."""
-    order = [index for job in jobs for index in job.row_indices]
-    base = masked.select([field.name for field in ARROW_SCHEMAS["masked"]])
-    if order != list(range(masked.num_rows)):  # usually the file's own order: nothing to take
-        base = base.take(pa.array(order, type=pa.int64()))
-    schema = ARROW_SCHEMAS["negatives"]
-    fields = [vars(row) for row in generated_rows]  # a model's field values (12x faster
-    # than getattr on 12 fields x tens of thousands of pydantic rows)
-    generated = [
-        pa.array([row[name] for row in fields], type=schema.field(name).type)
-        for name in GENERATED_FIELDS
-    ]
-    return pa.Table.from_arrays([*base.columns, *generated], schema=schema)
 
 
 def _jsonable(settings: dict[str, Any]) -> dict[str, Any]:
