@@ -262,8 +262,10 @@ def main() -> None:
             return best, median, cpu
 
         best, median, cpu_ratio = ratios("bare")
+        verdict = ("OK" if min(best, median) >= 0.95 else
+                   "OK on the best walls only" if best >= 0.95 else "BELOW TARGET")  # fmt: skip
         print(f"negforge / bare loop throughput over {args.repeat} rounds: best {best:.2f}, "
-              f"median {median:.2f} (target >= 0.95) {'OK' if best >= 0.95 else 'BELOW TARGET'}; "
+              f"median {median:.2f} (target >= 0.95) {verdict}; "
               f"client CPU per query, bare / negforge (medians): {cpu_ratio:.2f}",
               flush=True)  # fmt: skip
         span_best = min(spans["bare"]) / min(spans["negforge"])

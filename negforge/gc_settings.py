@@ -3,11 +3,11 @@
 * Batch work that builds large acyclic data (parsing, masking, reading an artifact into
   rows): :func:`gc_paused` turns the collector off, as its passes over every live object
   cost about as much as the work itself.
-* A long event-loop run over large, read-only inputs (generation: every masked row and the
-  dictionary stay alive for the whole run): :func:`inputs_frozen` moves the objects alive at
+* A long event-loop run over a large heap that stays alive (generation: the dictionary, the
+  queries' index, every imported module): :func:`inputs_frozen` moves the objects alive at
   its start out of the collector's reach (``gc.freeze``) and collects the youngest
-  generation less often. On 8,281 Charades-CG queries the collector's time fell from
-  ~2.1 s to ~0.5 s of a ~19 s run (``benchmarks/bench_generate.py``).
+  generation less often. On 8,281 Charades-CG queries ``generate`` takes 15.1 s with it and
+  16.9 s without (best of 3 each, ``benchmarks/bench_generate.py``'s setting).
 
 Reference counting frees everything as usual in both; only cycles wait longer.
 """

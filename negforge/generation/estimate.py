@@ -37,7 +37,7 @@ def estimate_generation(
     jobs = read_masked(Path(masked_path)).jobs
     if config.limit is not None:
         jobs = jobs[: config.limit]
-    rows = sum(len(job.levels) for job in jobs)
+    rows = jobs.rows
     if config.is_random or config.rank_fill:
         name = "random"
         if config.rank_fill:

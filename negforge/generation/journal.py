@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,8 @@ class _Syncer(threading.Thread):
     """fsyncs a file descriptor whenever asked, coalescing requests (group commit).
 
     At most one fsync per ``pause_s``: each wake-up of this thread takes the GIL from the
-    event loop, so it must not happen per finished query.
+    event loop, so it must not happen per finished query. :meth:`stop` cuts the pause short
+    and leaves the last fsync to the caller.
     """
 
     pause_s = 0.2
@@ -52,7 +52,7 @@ class _Syncer(threading.Thread):
         super().__init__(name="negforge-journal-fsync", daemon=True)
         self._fd = fd
         self._wanted = threading.Event()
-        self._stopping = False
+        self._halt = threading.Event()  # set by stop(): ends the pause at once
         self.error: OSError | None = None  # an fsync failure, raised by the next append
 
     def request(self) -> None:
@@ -63,17 +63,19 @@ class _Syncer(threading.Thread):
         while True:
             self._wanted.wait()
             self._wanted.clear()
+            if self._halt.is_set():
+                return
             try:
                 os.fsync(self._fd)
             except OSError as exc:
                 self.error = exc
                 return
-            if self._stopping:
+            if self._halt.wait(self.pause_s):
                 return
-            time.sleep(self.pause_s)
 
     def stop(self) -> None:
-        self._stopping = True
+        """Stop without a last fsync (at most one in progress is waited for)."""
+        self._halt.set()
         self._wanted.set()
         self.join()
 
@@ -84,8 +86,10 @@ class RunJournal:
     def __init__(self, path: Path, run_key: str) -> None:
         self.path = path
         self.run_key = run_key
+        #: The finished queries read when the journal was opened (what a rerun resumes).
         self.entries: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.appended = 0  # finished queries appended since it was opened (not kept in memory)
         self._fd: int | None = None
         self._syncer: _Syncer | None = None
 
@@ -161,7 +165,7 @@ class RunJournal:
                 data = data[os.write(self._fd, data) :]
         except OSError as exc:
             raise _journal_error(self.path, exc) from exc
-        self.entries[str(entry["qid"])] = dict(entry)
+        self.appended += 1
         if self._syncer is not None:
             self._syncer.request()
 
@@ -181,15 +185,16 @@ class RunJournal:
             raise _journal_error(self.path, exc) from exc
         self.events.append(dict(event))
 
-    def close(self) -> None:
-        """Flush to disk and close (idempotent)."""
+    def close(self, *, sync: bool = True) -> None:
+        """Flush to disk (unless ``sync`` is False) and close (idempotent)."""
         if self._syncer is not None:
             self._syncer.stop()
             self._syncer = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             except OSError:
                 pass  # what was written is in the file; only durability against power loss
             finally:
@@ -199,10 +204,10 @@ class RunJournal:
         """Close after a failed or interrupted run: kept when it holds finished queries or
         events (the rerun takes them; events name batches still running), else deleted."""
         self.close()
-        if not self.entries and not self.events:
+        if not self.entries and not self.events and not self.appended:
             self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Close and delete the journal (once the final artifact is safely written)."""
-        self.close()
+        self.close(sync=False)  # about to be deleted: nothing to make durable
         self.path.unlink(missing_ok=True)

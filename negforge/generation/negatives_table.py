@@ -1,8 +1,11 @@
 """The negatives artifact's table, filled in as queries finish.
 
 Each finished query's generated rows go straight into the output columns at their rows
-(:meth:`NegativesTable.put`), so building the artifact after the last answer is one Arrow
-conversion per column, not a pass over tens of thousands of row models.
+(:meth:`NegativesTable.put`); each block of :data:`BLOCK_ROWS` output rows becomes Arrow
+arrays as soon as its last row arrives, and its Python values are dropped. Workers take the
+queries in file order, so blocks fill in turn and building the artifact after the last
+answer converts only the last of them, while a corpus of millions of rows is never held as
+Python objects.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from negforge.generation.masked_input import MaskedJobs
 
 #: The fields a generation run adds to a masked row (NegativeRow minus MaskedLevel).
 GENERATED_FIELDS: tuple[str, ...] = tuple(GeneratedFields.model_fields)
+#: Output rows converted to Arrow at a time (~8 ms of the event loop per block).
+BLOCK_ROWS = 4096
+
+_SCHEMA = ARROW_SCHEMAS["negatives"]
 
 
 class NegativesTable:
@@ -25,35 +32,49 @@ class NegativesTable:
     def __init__(self, jobs: MaskedJobs) -> None:
         self._jobs = jobs
         self._where: dict[str, tuple[int, list[int]]] = {}  # qid -> (first output row, levels)
-        offset = 0
+        rows = 0
         for slot in jobs.slots:
-            self._where[slot.qid] = (offset, slot.levels)
-            offset += len(slot.rows)
-        self._columns: dict[str, list[Any]] = {name: [None] * offset for name in GENERATED_FIELDS}
-        self._missing = offset
+            self._where[slot.qid] = (rows, slot.levels)
+            rows += len(slot.rows)
+        self._rows = rows
+        self._columns: dict[str, list[Any]] = {name: [None] * rows for name in GENERATED_FIELDS}
+        self._placed = bytearray(rows)
+        self._left = [min(BLOCK_ROWS, rows - start) for start in range(0, rows, BLOCK_ROWS)]
+        self._blocks: dict[int, list[pa.Array]] = {}  # block -> its generated columns
+        self.valid_rows = 0  # rows placed so far that hold a valid negative
 
     def put(self, qid: str, rows: Sequence[GeneratedLevel]) -> None:
-        """Place one query's generated rows (one per level, any order)."""
+        """Place one query's generated rows (one per level, any order; each row once)."""
         offset, levels = self._where[qid]
         position = {level: offset + k for k, level in enumerate(levels)}
         columns = self._columns
         for row in rows:
-            values = vars(row)  # a model's field values (far cheaper than 12 getattr calls)
             at = position[row.level]
-            if columns["valid"][at] is None:
-                self._missing -= 1
+            if self._placed[at]:
+                raise RuntimeError(f"query {qid} level {row.level} was placed twice")
+            self._placed[at] = 1
+            values = vars(row)  # a model's field values (far cheaper than 12 getattr calls)
             for name in GENERATED_FIELDS:
                 columns[name][at] = values[name]
+            self.valid_rows += bool(row.valid)
+            block = at // BLOCK_ROWS
+            self._left[block] -= 1
+            if not self._left[block]:
+                self._convert(block)
 
-    @property
-    def valid_rows(self) -> int:
-        """Rows placed so far that hold a valid negative."""
-        return sum(1 for valid in self._columns["valid"] if valid)
+    def _convert(self, block: int) -> None:
+        start, stop = block * BLOCK_ROWS, min((block + 1) * BLOCK_ROWS, self._rows)
+        arrays = []
+        for name in GENERATED_FIELDS:
+            column = self._columns[name]
+            arrays.append(pa.array(column[start:stop], type=_SCHEMA.field(name).type))
+            column[start:stop] = [None] * (stop - start)
+        self._blocks[block] = arrays
 
     def table(self) -> pa.Table:
         """The whole table; every query must have been placed."""
-        if self._missing:
-            at = self._columns["valid"].index(None)
+        at = self._placed.find(0)
+        if at >= 0:
             qid = next(q for q, (offset, levels) in self._where.items()
                        if offset <= at < offset + len(levels))  # fmt: skip
             raise RuntimeError(f"no generated row for query {qid} (output row {at + 1})")
@@ -62,7 +83,9 @@ class NegativesTable:
         base = masked.select([field.name for field in ARROW_SCHEMAS["masked"]])
         if order != list(range(masked.num_rows)):  # usually the file's own order: no take
             base = base.take(pa.array(order, type=pa.int64()))
-        schema = ARROW_SCHEMAS["negatives"]
-        generated = [pa.array(self._columns[name], type=schema.field(name).type)
-                     for name in GENERATED_FIELDS]  # fmt: skip
-        return pa.Table.from_arrays([*base.columns, *generated], schema=schema)
+        generated = [
+            pa.concat_arrays([self._blocks[block][i] for block in range(len(self._left))])
+            if self._left else pa.array([], type=_SCHEMA.field(name).type)
+            for i, name in enumerate(GENERATED_FIELDS)
+        ]
+        return pa.Table.from_arrays([*base.columns, *generated], schema=_SCHEMA)

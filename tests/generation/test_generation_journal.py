@@ -51,3 +51,17 @@ def test_another_runs_journal_is_discarded(tmp_path):
     unresumed = RunJournal.open(path, "x", resume=False)
     assert unresumed.entries == {}
     unresumed.discard()
+
+
+def test_keep_deletes_only_a_journal_without_work(tmp_path):
+    """Appended queries are not held in memory, yet ``keep`` still keeps their journal."""
+    worked, idle = tmp_path / ".worked.jsonl", tmp_path / ".idle.jsonl"
+    journal = RunJournal.open(worked, "k")
+    journal.append({"qid": "a", "rows": []})
+    assert journal.entries == {} and journal.appended == 1
+    journal.keep()
+    reopened = RunJournal.open(worked, "k")
+    assert set(reopened.entries) == {"a"}
+    reopened.close()
+    RunJournal.open(idle, "k").keep()
+    assert not idle.exists()

@@ -22,7 +22,7 @@ from pydantic import TypeAdapter
 
 from negforge.artifacts import ARROW_SCHEMAS, GeneratedLevel, MaskedLevel, read_artifact
 from negforge.errors import InputError
-from negforge.generation import masked_input
+from negforge.generation import masked_input, negatives_table
 from negforge.generation.masked_input import (
     MaskedJobs,
     _check_rows,
@@ -229,9 +229,11 @@ def _generated(qid: str, level: int) -> GeneratedLevel:
                           attempts=level, backend="b", model="m")  # fmt: skip
 
 
+@pytest.mark.parametrize("block_rows", [4096, 7])  # one block; many, the last one short
 def test_negatives_table_filled_in_any_order_equals_the_joined_rows(
-    masked_table: pa.Table,
+    masked_table: pa.Table, block_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(negatives_table, "BLOCK_ROWS", block_rows)
     rows = masked_table.to_pylist()
     random.Random(5).shuffle(rows)
     table = _with_rows(masked_table, rows)
@@ -252,6 +254,8 @@ def test_negatives_table_filled_in_any_order_equals_the_joined_rows(
     assert built.schema == ARROW_SCHEMAS["negatives"]
     assert built.to_pylist() == expected
     assert output.valid_rows == sum(1 for row in expected if row["valid"])
+    with pytest.raises(RuntimeError, match="placed twice"):
+        output.put(slots[0].qid, finished[slots[0].qid])
 
 
 def test_negatives_table_names_a_query_without_rows(masked_table: pa.Table) -> None:
