@@ -79,7 +79,10 @@ class QueryFields(BaseModel):
 
 
 class MaskedLevel(QueryFields):
-    """One masking level of one query (levels are nested: level j+1 masks a superset)."""
+    """One masking level of one query (levels are nested: level j+1 masks a superset).
+
+    A new rule here needs its column form in ``generation.masked_input._columns_pass``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,8 @@ class _Syncer(threading.Thread):
 
 
 class RunJournal:
-    """Finished queries of one run (keyed by qid), durable line by line."""
+    """Finished queries of one run, durable line by line: those read when it was opened
+    (:attr:`entries`, keyed by qid) and those appended since (written, counted, not kept)."""
 
     def __init__(self, path: Path, run_key: str) -> None:
         self.path = path
@@ -146,12 +147,6 @@ class RunJournal:
             elif isinstance(entry, dict) and isinstance(entry.get("event"), str):
                 self.events.append(entry)
         return True
-
-    def __contains__(self, qid: object) -> bool:
-        return qid in self.entries
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.entries.values())
 
     def append(self, entry: Mapping[str, Any]) -> None:
         """Record one finished query (must carry ``qid``): durable against kills at return."""

@@ -4,8 +4,8 @@ Each finished query's generated rows go straight into the output columns at thei
 (:meth:`NegativesTable.put`); each block of :data:`BLOCK_ROWS` output rows becomes Arrow
 arrays as soon as its last row arrives, and its Python values are dropped. Workers take the
 queries in file order, so blocks fill in turn and building the artifact after the last
-answer converts only the last of them, while a corpus of millions of rows is never held as
-Python objects.
+answer converts only the last of them, and the generated values of a corpus of millions of
+rows are never all held as Python objects at once.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class NegativesTable:
             self._where[slot.qid] = (rows, slot.levels)
             rows += len(slot.rows)
         self._rows = rows
-        self._columns: dict[str, list[Any]] = {name: [None] * rows for name in GENERATED_FIELDS}
+        self._filling: dict[int, dict[str, list[Any]]] = {}  # block -> its Python columns
         self._placed = bytearray(rows)
         self._left = [min(BLOCK_ROWS, rows - start) for start in range(0, rows, BLOCK_ROWS)]
         self._blocks: dict[int, list[pa.Array]] = {}  # block -> its generated columns
@@ -47,29 +47,29 @@ class NegativesTable:
         """Place one query's generated rows (one per level, any order; each row once)."""
         offset, levels = self._where[qid]
         position = {level: offset + k for k, level in enumerate(levels)}
-        columns = self._columns
         for row in rows:
             at = position[row.level]
             if self._placed[at]:
                 raise RuntimeError(f"query {qid} level {row.level} was placed twice")
             self._placed[at] = 1
+            block, index = divmod(at, BLOCK_ROWS)
+            columns = self._filling.get(block)
+            if columns is None:
+                size = self._left[block]  # nothing placed yet: the block's size
+                columns = {name: [None] * size for name in GENERATED_FIELDS}
+                self._filling[block] = columns
             values = vars(row)  # a model's field values (far cheaper than 12 getattr calls)
             for name in GENERATED_FIELDS:
-                columns[name][at] = values[name]
+                columns[name][index] = values[name]
             self.valid_rows += bool(row.valid)
-            block = at // BLOCK_ROWS
             self._left[block] -= 1
             if not self._left[block]:
                 self._convert(block)
 
     def _convert(self, block: int) -> None:
-        start, stop = block * BLOCK_ROWS, min((block + 1) * BLOCK_ROWS, self._rows)
-        arrays = []
-        for name in GENERATED_FIELDS:
-            column = self._columns[name]
-            arrays.append(pa.array(column[start:stop], type=_SCHEMA.field(name).type))
-            column[start:stop] = [None] * (stop - start)
-        self._blocks[block] = arrays
+        columns = self._filling.pop(block)
+        self._blocks[block] = [pa.array(columns[name], type=_SCHEMA.field(name).type)
+                               for name in GENERATED_FIELDS]  # fmt: skip
 
     def table(self) -> pa.Table:
         """The whole table; every query must have been placed."""

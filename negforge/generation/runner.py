@@ -266,7 +266,7 @@ def generate_negatives(
     input_hashes = [artifact_sha256(masked_path), sha256_file(dictionary_path)]
     run_key = _run_key(config, spec, template, input_hashes)
 
-    wanted = {slot.qid for slot in jobs.slots}
+    levels_of = {slot.qid: slot.levels for slot in jobs.slots}  # the queries of this run
     finished: dict[str, list[GeneratedLevel]] = {}
     if config.resume:
         finished.update(_finished_rows_of_output(output_path, run_key))
@@ -281,7 +281,9 @@ def generate_negatives(
             cache.close()
         raise
     finished.update(_journalled_rows(journal.entries))
-    finished = {qid: rows for qid, rows in finished.items() if qid in wanted}
+    # Rows that do not hold exactly the query's levels (a damaged journal) are redone.
+    finished = {qid: rows for qid, rows in finished.items()
+                if sorted(row.level for row in rows) == levels_of.get(qid)}  # fmt: skip
     pending = jobs.excluding(finished)
     output = NegativesTable(jobs)
     for qid, rows in finished.items():

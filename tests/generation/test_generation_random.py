@@ -114,3 +114,29 @@ def test_random_baseline_on_charades_cg(shared_dir, tmp_path_factory):
                                                        strict=True))  # fmt: skip
     generate_negatives(masked, dictionary, out_b, config)
     assert pq.read_table(out_b).column("negative").to_pylist() == columns["negative"]
+
+
+def test_journal_rows_without_exactly_the_querys_levels_are_redone(tmp_path):
+    """A damaged journal (a level missing, one too many) costs a redo, never the run."""
+    import json
+
+    from negforge.generation.journal import journal_path_for
+
+    masked, dictionary = write_toy_artifacts(tmp_path / "in")
+    config = GenerateConfig(llm="random", seed=5, quiet=True)
+    clean = tmp_path / "clean.parquet"
+    generate_negatives(masked, dictionary, clean, config)
+    expected = pq.read_table(clean).to_pylist()
+    first = expected[0]["qid"]
+    second = next(r["qid"] for r in expected if r["qid"] != first)
+    row = {key: expected[0][key] for key in ("level", "negative", "fills", "valid", "backend",
+                                             "model")}  # fmt: skip
+    out = tmp_path / "neg.parquet"
+    header = {"negforge_journal": 1, "run_key": read_provenance(clean).model_extra["run_key"]}
+    entries = [{"qid": first, "rows": [row]},  # its other levels are missing
+               {"qid": second, "rows": [{**row, "level": level} for level in (1, 2, 3, 9)]}]
+    journal_path_for(out).write_text("".join(json.dumps(line) + "\n"
+                                             for line in [header, *entries]))  # fmt: skip
+    summary = generate_negatives(masked, dictionary, out, config)
+    assert summary.resumed_queries == 0 and summary.rows == len(expected)
+    assert pq.read_table(out).to_pylist() == expected

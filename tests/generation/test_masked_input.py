@@ -162,6 +162,50 @@ def test_random_corruptions_never_pass_the_column_check(masked_table: pa.Table) 
     assert rejected > 100  # the cases do test the rule
 
 
+#: What ``MaskedLevel`` checks, field by field. When this changes, the column check
+#: (``masked_input._columns_pass``) must learn the new rule before this is updated.
+MASKED_LEVEL_RULES = {
+    "qid": ("<class 'str'>", []),
+    "query": ("<class 'str'>", []),
+    "vid": ("<class 'str'>", []),
+    "duration": ("<class 'float'>", ["AllowInfNan(allow_inf_nan=False)"]),
+    "relevant_windows": ("list[tuple[typing.Annotated[float, AllowInfNan(allow_inf_nan=False)], "
+                         "typing.Annotated[float, AllowInfNan(allow_inf_nan=False)]]]", []),
+    "level": ("<class 'int'>", ["Ge(ge=1)"]),
+    "ratio": ("<class 'float'>", []),
+    "tokens": ("list[str]", []),
+    "masked_positions": ("list[int]", []),
+    "original_words": ("list[str]", []),
+    "original_lemmas": ("list[str]", []),
+    "types": ("list[typing.Literal['verb', 'noun', 'adjective', 'preposition', 'adverb']]", []),
+    "masked_query": ("<class 'str'>", []),
+}  # fmt: skip
+
+
+def test_the_row_model_has_no_rule_the_column_check_lacks() -> None:
+    rules = {name: (str(field.annotation), [repr(m) for m in field.metadata])
+             for name, field in MaskedLevel.model_fields.items()}  # fmt: skip
+    decorators = MaskedLevel.__pydantic_decorators__
+    validators = [decorators.validators, decorators.field_validators,
+                  decorators.model_validators, decorators.root_validators]  # fmt: skip
+    assert rules == MASKED_LEVEL_RULES and not any(validators), (
+        "MaskedLevel's rules changed: teach masked_input._columns_pass the new rule, then "
+        "update MASKED_LEVEL_RULES")
+    assert MaskedLevel.model_config.get("extra") == "forbid"
+
+
+def test_strings_that_are_not_utf8_are_an_input_error(
+    tmp_path: Path, masked_table: pa.Table
+) -> None:
+    qids = masked_table.column("qid").combine_chunks()
+    data = bytearray(qids.buffers()[2].to_pybytes())
+    data[0] = 0xFF  # the first byte of the first qid: never valid UTF-8
+    broken = pa.StringArray.from_buffers(len(qids), qids.buffers()[1], pa.py_buffer(bytes(data)))
+    table = masked_table.set_column(masked_table.schema.get_field_index("qid"), "qid", broken)
+    with pytest.raises(InputError, match="invalid column data"):
+        read_masked(_written(tmp_path, table))
+
+
 def test_a_clean_artifact_passes_the_column_check(masked_table: pa.Table) -> None:
     rows = masked_table.to_pylist()
     rows[3]["ratio"] = math.nan  # a float without a finiteness rule: valid for pydantic too
